@@ -1,0 +1,38 @@
+//! Command-line flags. Flags override the file and the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+
+#[derive(Debug, Parser)]
+#[command(name = "concord", version, about = "One consistent key-value service that speaks etcd v3, etcd v2 and ZooKeeper")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Subcommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Run a Concord node.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Without it, built-in defaults apply.
+    #[arg(long, value_name = "FILE", env = "CONCORD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where this node keeps its data (`node.data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the etcd client port (`adapters.etcd.listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub etcd_listen: Option<SocketAddr>,
+    /// This member's name (`node.name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}

@@ -1,0 +1,12 @@
+//! Concord's configuration: one TOML file, overridden by `CONCORD_` environment variables
+//! (nested keys split on `__`), overridden by command-line flags. This crate owns figment
+//! and clap and hands out validated plain structs; nothing else imports them.
+
+mod cli;
+mod settings;
+
+pub use cli::{Cli, ServeArgs, Subcommand};
+pub use settings::{
+    AdapterSettings, Adapters, ConfigError, Limits, NodeSettings, RaftSettings, Settings,
+    TlsProfile,
+};

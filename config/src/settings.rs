@@ -1,0 +1,338 @@
+//! The settings tree, its defaults, loading (file → environment → flags) and validation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ServeArgs;
+
+/// A configuration that cannot be used, with the file (or source) and key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {source_name}: key `{key}`: {message}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub node: NodeSettings,
+    pub limits: Limits,
+    pub raft: RaftSettings,
+    pub adapters: Adapters,
+    /// Named TLS profiles that listeners refer to.
+    pub tls: BTreeMap<String, TlsProfile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// URL other members use to reach this one (the peer port).
+    pub peer_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_txn_ops: usize,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_every_entries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Adapters {
+    /// The etcd v3 gRPC API.
+    pub etcd: AdapterSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterSettings {
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Name of a `[tls.<name>]` profile; absent means plaintext.
+    #[serde(default)]
+    pub tls: Option<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsProfile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            name: "default".into(),
+            data_dir: PathBuf::from("concord-data"),
+            peer_url: "http://127.0.0.1:2380".into(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_txn_ops: 128,
+            max_request_bytes: 1536 * 1024,
+        }
+    }
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_every_entries: 10_000,
+        }
+    }
+}
+
+impl Default for Adapters {
+    fn default() -> Self {
+        Adapters {
+            etcd: AdapterSettings {
+                enabled: true,
+                listen: SocketAddr::from(([127, 0, 0, 1], 2379)),
+                tls: None,
+            },
+        }
+    }
+}
+
+/// Flags as a figment provider: only the flags actually given.
+fn flag_overrides(args: &ServeArgs) -> Figment {
+    let mut figment = Figment::new();
+    if let Some(dir) = &args.data_dir {
+        figment = figment.merge(Serialized::default("node.data_dir", dir));
+    }
+    if let Some(name) = &args.name {
+        figment = figment.merge(Serialized::default("node.name", name));
+    }
+    if let Some(addr) = &args.etcd_listen {
+        figment = figment.merge(Serialized::default("adapters.etcd.listen", addr.to_string()));
+    }
+    figment
+}
+
+fn source_name(error: &figment::Error, args: &ServeArgs) -> String {
+    match error.metadata.as_ref() {
+        Some(meta) => match &meta.source {
+            Some(figment::Source::File(path)) => path.display().to_string(),
+            _ => meta.name.to_string(),
+        },
+        None => args
+            .config
+            .as_ref()
+            .map_or_else(|| "defaults".to_string(), |p| p.display().to_string()),
+    }
+}
+
+impl Settings {
+    /// Loads the file named by `args.config` (if any), then the environment, then flags,
+    /// and validates the result.
+    pub fn load(args: &ServeArgs) -> Result<Settings, ConfigError> {
+        Self::load_with_env(args, Env::prefixed("CONCORD_").split("__"))
+    }
+
+    fn load_with_env(args: &ServeArgs, env: Env) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = &args.config {
+            if !path.is_file() {
+                return Err(ConfigError {
+                    source_name: path.display().to_string(),
+                    key: "--config".into(),
+                    message: "file not found".into(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // `CONCORD_CONFIG` names the file; it is not a setting.
+        figment = figment
+            .merge(env.ignore(&["config"]))
+            .merge(flag_overrides(args));
+        let settings: Settings = figment.extract().map_err(|e| ConfigError {
+            source_name: source_name(&e, args),
+            key: if e.path.is_empty() {
+                "(top level)".to_string()
+            } else {
+                e.path.join(".")
+            },
+            message: e.kind.to_string(),
+        })?;
+        let origin = args
+            .config
+            .as_ref()
+            .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+        settings.validate(&origin)?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot: non-empty names, limits, TLS profiles and files.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            source_name: origin.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        if self.node.name.trim().is_empty() {
+            return Err(fail("node.name", "must not be empty".into()));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(fail("node.data_dir", "must not be empty".into()));
+        }
+        if self.limits.max_txn_ops == 0 {
+            return Err(fail("limits.max_txn_ops", "must be at least 1".into()));
+        }
+        if self.limits.max_request_bytes < 1024 {
+            return Err(fail("limits.max_request_bytes", "must be at least 1024".into()));
+        }
+        if self.raft.heartbeat_interval_ms == 0
+            || self.raft.election_timeout_ms <= self.raft.heartbeat_interval_ms
+        {
+            return Err(fail(
+                "raft.election_timeout_ms",
+                "must be greater than raft.heartbeat_interval_ms (which must be > 0)".into(),
+            ));
+        }
+        for (name, profile) in &self.tls {
+            let files = [("cert", Some(&profile.cert)), ("key", Some(&profile.key)), ("client_ca", profile.client_ca.as_ref())];
+            for (field, path) in files {
+                if let Some(path) = path {
+                    check_readable(path).map_err(|m| fail(&format!("tls.{name}.{field}"), m))?;
+                }
+            }
+        }
+        if let Some(profile) = &self.adapters.etcd.tls {
+            if !self.tls.contains_key(profile) {
+                return Err(fail("adapters.etcd.tls", format!("no TLS profile named {profile:?} ([tls.{profile}] is missing)")));
+            }
+            return Err(fail("adapters.etcd.tls", "TLS listeners are not available in this build yet".into()));
+        }
+        Ok(())
+    }
+}
+
+fn check_readable(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    fn args_for(file: &tempfile::NamedTempFile) -> ServeArgs {
+        ServeArgs {
+            config: Some(file.path().to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    fn no_env() -> Env {
+        Env::prefixed("CONCORD_TEST_UNUSED_PREFIX_").split("__")
+    }
+
+    #[test]
+    fn shipped_example_parses_and_matches_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("concord.toml");
+        let args = ServeArgs {
+            config: Some(example),
+            ..Default::default()
+        };
+        let settings = Settings::load_with_env(&args, no_env()).unwrap();
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let file = write_config("[node]\nnmae = \"x\"\n");
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "node.nmae");
+        assert!(err.message.contains("unknown field: found `nmae`"), "{err}");
+        assert!(err.to_string().contains(&file.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn bad_address_and_bad_type_are_named() {
+        let file = write_config("[adapters.etcd]\nlisten = \"localhost\"\n");
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "adapters.etcd.listen");
+        assert!(err.message.contains("invalid socket address"), "{err}");
+
+        let file = write_config("[limits]\nmax_txn_ops = \"many\"\n");
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "limits.max_txn_ops");
+    }
+
+    #[test]
+    fn missing_tls_file_is_named() {
+        let file = write_config("[tls.server]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n");
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "tls.server.cert");
+        assert!(err.message.contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn precedence_is_file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[node]\nname = \"from-file\"\ndata_dir = \"file-dir\"\n[limits]\nmax_txn_ops = 7\n")?;
+            jail.set_env("CONCORD_NODE__NAME", "from-env");
+            jail.set_env("CONCORD_LIMITS__MAX_TXN_OPS", "9");
+            let args = ServeArgs {
+                config: Some("c.toml".into()),
+                ..Default::default()
+            };
+            let settings = Settings::load(&args).map_err(|e| e.to_string())?;
+            assert_eq!(settings.node.name, "from-env");
+            assert_eq!(settings.node.data_dir, PathBuf::from("file-dir"));
+            assert_eq!(settings.limits.max_txn_ops, 9);
+            let args = ServeArgs {
+                config: Some("c.toml".into()),
+                name: Some("from-flag".into()),
+                etcd_listen: Some("127.0.0.1:1234".parse().map_err(|_| "addr")?),
+                ..Default::default()
+            };
+            let settings = Settings::load(&args).map_err(|e| e.to_string())?;
+            assert_eq!(settings.node.name, "from-flag");
+            assert_eq!(settings.adapters.etcd.listen.port(), 1234);
+            Ok(())
+        });
+    }
+}

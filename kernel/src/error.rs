@@ -1,0 +1,60 @@
+//! Typed kernel errors. Adapters map each variant once, at their edge, to the dialect's
+//! own error (etcd gRPC status, v2 errorCode, ZooKeeper err code).
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::Revision;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum KernelError {
+    #[error("key is not provided")]
+    EmptyKey,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("value is provided")]
+    ValueProvided,
+    #[error("lease is provided")]
+    LeaseProvided,
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("request is too large")]
+    RequestTooLarge,
+    #[error("required revision has been compacted (compacted at {compact_revision})")]
+    Compacted { compact_revision: Revision },
+    #[error("required revision is a future revision")]
+    FutureRevision,
+    /// This node is not the leader; `leader` is the one it knows of, if any.
+    #[error("not leader")]
+    NotLeader { leader: Option<u64> },
+    #[error("no leader")]
+    NoLeader,
+    #[error("request timed out")]
+    Timeout,
+    #[error("kernel is shutting down")]
+    Shutdown,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl KernelError {
+    /// Whether a client may safely send the same request again (after a short wait or to
+    /// another member).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            KernelError::NotLeader { .. } | KernelError::NoLeader | KernelError::Timeout
+        )
+    }
+}
+
+impl From<rocksdb::Error> for KernelError {
+    fn from(e: rocksdb::Error) -> Self {
+        KernelError::Storage(e.to_string())
+    }
+}
+
+pub type KernelResult<T> = Result<T, KernelError>;

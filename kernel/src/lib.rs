@@ -1,0 +1,16 @@
+//! Concord's replicated key-value kernel: an MVCC keyspace on RocksDB, replicated through
+//! openraft. Adapters use [`Kernel`] and the types in [`types`]; nothing else here is
+//! public API.
+
+mod consensus;
+mod encoding;
+pub mod error;
+mod kernel;
+mod log_store;
+mod mvcc;
+mod state_machine;
+pub mod types;
+mod validate;
+
+pub use error::{KernelError, KernelResult};
+pub use kernel::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Kernel, KernelConfig};

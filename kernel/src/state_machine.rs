@@ -1,0 +1,231 @@
+//! The replicated state machine: applies committed commands to the MVCC keyspace, writing
+//! each entry's changes and the applied log id in one RocksDB WriteBatch, and builds or
+//! installs snapshots of the whole state.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership,
+};
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, ReadOptions, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{Command, CommandOutcome, CommandReply, LogId, StorageError, TypeConfig};
+use crate::error::KernelResult;
+use crate::mvcc::{CF_META, MvccWriter, STATE_COLUMN_FAMILIES, cf};
+
+const META_APPLIED: &[u8] = b"applied";
+const META_MEMBERSHIP: &[u8] = b"membership";
+
+type Membership = StoredMembership<u64, BasicNode>;
+
+fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+pub fn open_state_db(path: &Path) -> KernelResult<Arc<DB>> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    let cfs = STATE_COLUMN_FAMILIES
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+}
+
+/// A full copy of the state machine, as shipped in a Raft snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotImage {
+    applied: Option<LogId>,
+    membership: Membership,
+    /// (column family, key, value) of every record.
+    records: Vec<(String, Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+pub struct StateMachine {
+    db: Arc<DB>,
+    writer: MvccWriter,
+    current_snapshot: Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>,
+}
+
+impl StateMachine {
+    pub fn new(db: Arc<DB>) -> Self {
+        StateMachine {
+            writer: MvccWriter::new(db.clone()),
+            db,
+            current_snapshot: Arc::default(),
+        }
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(db: &DB, opts: ReadOptions, key: &[u8]) -> Result<Option<T>, StorageError> {
+        let cf_meta = cf(db, CF_META).map_err(sm_err)?;
+        match db.get_cf_opt(cf_meta, key, &opts).map_err(sm_err)? {
+            None => Ok(None),
+            Some(raw) => Ok(Some(postcard::from_bytes(&raw).map_err(sm_err)?)),
+        }
+    }
+
+    fn execute(&self, command: &Command, batch: &mut WriteBatch) -> CommandOutcome {
+        match command {
+            Command::Txn(txn) => self.writer.txn(txn, batch).map(|a| CommandReply::Txn(a.response)),
+            Command::Compact(revision) => {
+                let removed = self.writer.compact(*revision, batch)?;
+                tracing::info!(revision, removed, "compacted history");
+                Ok(CommandReply::Compacted {
+                    revision: *revision,
+                })
+            }
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        let applied = Self::read_meta(&self.db, ReadOptions::default(), META_APPLIED)?.flatten();
+        let membership =
+            Self::read_meta(&self.db, ReadOptions::default(), META_MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            let mut batch = WriteBatch::default();
+            let outcome = match &entry.payload {
+                EntryPayload::Blank => Ok(CommandReply::Internal),
+                EntryPayload::Normal(command) => {
+                    let outcome = self.execute(command, &mut batch);
+                    if outcome.is_err() {
+                        // A failed command changes nothing but the applied mark.
+                        batch = WriteBatch::default();
+                    }
+                    outcome
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = Membership::new(Some(entry.log_id), m.clone());
+                    batch.put_cf(cf_meta, META_MEMBERSHIP, postcard::to_allocvec(&stored).map_err(sm_err)?);
+                    Ok(CommandReply::Internal)
+                }
+            };
+            batch.put_cf(cf_meta, META_APPLIED, postcard::to_allocvec(&Some(entry.log_id)).map_err(sm_err)?);
+            self.db.write(batch).map_err(sm_err)?;
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            current_snapshot: self.current_snapshot.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let image: SnapshotImage = postcard::from_bytes(&data).map_err(sm_err)?;
+        let mut batch = WriteBatch::default();
+        for name in STATE_COLUMN_FAMILIES {
+            let handle = cf(&self.db, name).map_err(sm_err)?;
+            for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+                let (key, _) = item.map_err(sm_err)?;
+                batch.delete_cf(handle, key);
+            }
+        }
+        for (name, key, value) in &image.records {
+            batch.put_cf(cf(&self.db, name).map_err(sm_err)?, key, value);
+        }
+        let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
+        batch.put_cf(cf_meta, META_APPLIED, postcard::to_allocvec(&image.applied).map_err(sm_err)?);
+        batch.put_cf(cf_meta, META_MEMBERSHIP, postcard::to_allocvec(&image.membership).map_err(sm_err)?);
+        self.db.write(batch).map_err(sm_err)?;
+        self.db.flush_wal(true).map_err(sm_err)?;
+        if let Ok(mut current) = self.current_snapshot.lock() {
+            *current = Some((meta.clone(), data));
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self.current_snapshot.lock().ok().and_then(|c| c.clone());
+        Ok(current.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    current_snapshot: Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let snap = self.db.snapshot();
+        let options = || {
+            let mut o = ReadOptions::default();
+            o.set_snapshot(&snap);
+            o
+        };
+        let applied: Option<LogId> =
+            StateMachine::read_meta(&self.db, options(), META_APPLIED)?.flatten();
+        let membership: Membership =
+            StateMachine::read_meta(&self.db, options(), META_MEMBERSHIP)?.unwrap_or_default();
+        let mut records = Vec::new();
+        for name in STATE_COLUMN_FAMILIES {
+            let handle = cf(&self.db, name).map_err(sm_err)?;
+            for item in self.db.iterator_cf_opt(handle, options(), IteratorMode::Start) {
+                let (key, value) = item.map_err(sm_err)?;
+                if name == CF_META && (key.as_ref() == META_APPLIED || key.as_ref() == META_MEMBERSHIP) {
+                    continue;
+                }
+                records.push((name.to_string(), key.to_vec(), value.to_vec()));
+            }
+        }
+        let snapshot_id = format!(
+            "{}-{}",
+            applied.map(|id| id.leader_id.term).unwrap_or_default(),
+            applied.map(|id| id.index).unwrap_or_default()
+        );
+        let image = SnapshotImage {
+            applied,
+            membership: membership.clone(),
+            records,
+        };
+        let data = postcard::to_allocvec(&image).map_err(sm_err)?;
+        tracing::info!(snapshot_id, bytes = data.len(), "built state machine snapshot");
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        if let Ok(mut current) = self.current_snapshot.lock() {
+            *current = Some((meta.clone(), data.clone()));
+        }
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! The `concord` binary: wiring only. Reads the configuration, opens the kernel, starts
+//! the enabled adapters through the adapter contract, and stops them on SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use concord_config::{Cli, ServeArgs, Settings, Subcommand};
+use concord_etcd_v3::EtcdV3Adapter;
+use concord_kernel::{Kernel, KernelConfig};
+use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
+
+fn kernel_config(settings: &Settings) -> KernelConfig {
+    KernelConfig {
+        name: settings.node.name.clone(),
+        data_dir: settings.node.data_dir.clone(),
+        peer_url: settings.node.peer_url.clone(),
+        client_urls: vec![format!("http://{}", settings.adapters.etcd.listen)],
+        max_txn_ops: settings.limits.max_txn_ops,
+        max_request_bytes: settings.limits.max_request_bytes,
+        heartbeat_interval: Duration::from_millis(settings.raft.heartbeat_interval_ms),
+        election_timeout: Duration::from_millis(settings.raft.election_timeout_ms),
+        snapshot_every_entries: settings.raft.snapshot_every_entries,
+    }
+}
+
+/// The built-in adapters the settings enable.
+fn enabled_adapters(settings: &Settings) -> Vec<Box<dyn Adapter>> {
+    let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
+    if settings.adapters.etcd.enabled {
+        adapters.push(Box::new(EtcdV3Adapter {
+            listen: settings.adapters.etcd.listen,
+            max_request_bytes: settings.limits.max_request_bytes,
+        }));
+    }
+    adapters
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let kernel = Kernel::open(kernel_config(&settings), Duration::from_secs(30))
+        .await
+        .context("cannot open the kernel")?;
+    tracing::info!(
+        name = kernel.name(),
+        member_id = %format!("{:x}", kernel.member_id()),
+        data_dir = %settings.node.data_dir.display(),
+        "kernel ready"
+    );
+    let (trigger, shutdown) = ShutdownSignal::new();
+    let context = AdapterContext {
+        kernel: kernel.clone(),
+        shutdown,
+    };
+    // Each adapter's task reports on `stopped` when it ends.
+    let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel();
+    let mut started = 0;
+    for adapter in enabled_adapters(&settings) {
+        let running = adapter.start(context.clone()).await?;
+        tracing::info!(adapter = %running.name, addrs = ?running.listening_on, "adapter started");
+        let tx = stopped_tx.clone();
+        tokio::spawn(async move {
+            let outcome = running.task.await;
+            let _ = tx.send((running.name, outcome));
+        });
+        started += 1;
+    }
+    drop(stopped_tx);
+    tokio::select! {
+        r = wait_for_stop_signal() => r?,
+        Some((name, outcome)) = stopped.recv(), if started > 0 => {
+            // An adapter that stops on its own is fatal: report it and shut down.
+            tracing::error!(adapter = %name, ?outcome, "adapter stopped unexpectedly");
+            started -= 1;
+        }
+    }
+    tracing::info!("shutting down");
+    trigger.fire();
+    let drain = async { while stopped.recv().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        tracing::warn!(adapters = started, "adapters did not stop within 5 s");
+    }
+    kernel.shutdown().await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Subcommand::Serve(args) = cli.command;
+    run_serve(&args)
+}
+
+fn run_serve(args: &ServeArgs) -> ExitCode {
+    let settings = match Settings::load(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("concord: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("concord: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("concord: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
