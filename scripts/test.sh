@@ -8,7 +8,7 @@ scripts/install-deps.sh --test
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 # The compat tests start the binary, so build it first.
-cargo build --release --bin concord
+cargo build --release --workspace --all-targets
 cargo test --release --workspace --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/concord-test.log"
 status=${PIPESTATUS[0]}
 passed=$(grep -Eo '[0-9]+ passed' "${TMPDIR:-/tmp}/concord-test.log" | awk '{s+=$1} END {print s+0}')

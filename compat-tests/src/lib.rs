@@ -1,0 +1,40 @@
+//! Harness for Concord's compatibility tests.
+//!
+//! The tests in `tests/` drive real clients (`etcdctl` and the `etcd-client` crate)
+//! against the real `concord` binary and, to validate the tests themselves, against a
+//! real etcd (Debian's `etcd` 3.4 at `/usr/bin/etcd`). This crate gives them:
+//!
+//! * [`Server`]: a running server process of either [`Backend`], started on loopback
+//!   ports with a temporary (or given) data directory, awaited until it answers, and
+//!   killed when dropped; it can be `kill -9`ed and restarted on the same directory;
+//! * [`on_each_backend`]: runs one scenario against every selected backend;
+//! * [`etcdctl()`]: runs `/usr/bin/etcdctl` (API v3) against an endpoint;
+//! * [`fixture`]: data sets several tests share;
+//! * [`check`]: assertions on etcd-client results (gRPC codes, headers, keys);
+//! * [`normalize`] and [`diff`]: what the differential test needs to compare two
+//!   transcripts and show where they differ;
+//! * [`background`]: long-running etcdctl commands (`watch`, `lock`, `elect`);
+//! * [`streams`]: bounded reads of Watch and LeaseKeepAlive streams;
+//! * [`restore`]: snapshot save and starting a server on a restored data directory.
+//!
+//! Every wait is bounded; nothing here panics on failure, it returns an error instead.
+//!
+//! Environment: `CONCORD_BIN` names the binary under test (default: `release/concord`
+//! in a directory above the test executable, i.e. `$CARGO_TARGET_DIR/release/concord`,
+//! so build it first with `cargo build --release --bin concord`);
+//! `CONCORD_COMPAT_BACKENDS=etcd` (or `concord`) restricts the scenarios to one backend.
+//! Neither is passed on to the `concord` process, which reads `CONCORD_*` as its own
+//! configuration.
+
+pub mod background;
+pub mod check;
+pub mod diff;
+pub mod etcdctl;
+pub mod fixture;
+pub mod normalize;
+pub mod restore;
+pub mod server;
+pub mod streams;
+
+pub use etcdctl::{Etcdctl, Output, etcdctl};
+pub use server::{Backend, Server, Session, backends, connect, free_port, on_each_backend};

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser};
 
 #[derive(Debug, Parser)]
-#[command(name = "concord", version, about = "One consistent key-value service that speaks etcd v3, etcd v2 and ZooKeeper")]
+#[command(
+    name = "concord",
+    version,
+    about = "One consistent key-value service that speaks etcd v3, etcd v2 and ZooKeeper"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Subcommand,

@@ -137,7 +137,10 @@ fn flag_overrides(args: &ServeArgs) -> Figment {
         figment = figment.merge(Serialized::default("node.name", name));
     }
     if let Some(addr) = &args.etcd_listen {
-        figment = figment.merge(Serialized::default("adapters.etcd.listen", addr.to_string()));
+        figment = figment.merge(Serialized::default(
+            "adapters.etcd.listen",
+            addr.to_string(),
+        ));
     }
     figment
 }
@@ -212,7 +215,10 @@ impl Settings {
             return Err(fail("limits.max_txn_ops", "must be at least 1".into()));
         }
         if self.limits.max_request_bytes < 1024 {
-            return Err(fail("limits.max_request_bytes", "must be at least 1024".into()));
+            return Err(fail(
+                "limits.max_request_bytes",
+                "must be at least 1024".into(),
+            ));
         }
         if self.raft.heartbeat_interval_ms == 0
             || self.raft.election_timeout_ms <= self.raft.heartbeat_interval_ms
@@ -223,7 +229,11 @@ impl Settings {
             ));
         }
         for (name, profile) in &self.tls {
-            let files = [("cert", Some(&profile.cert)), ("key", Some(&profile.key)), ("client_ca", profile.client_ca.as_ref())];
+            let files = [
+                ("cert", Some(&profile.cert)),
+                ("key", Some(&profile.key)),
+                ("client_ca", profile.client_ca.as_ref()),
+            ];
             for (field, path) in files {
                 if let Some(path) = path {
                     check_readable(path).map_err(|m| fail(&format!("tls.{name}.{field}"), m))?;
@@ -232,9 +242,15 @@ impl Settings {
         }
         if let Some(profile) = &self.adapters.etcd.tls {
             if !self.tls.contains_key(profile) {
-                return Err(fail("adapters.etcd.tls", format!("no TLS profile named {profile:?} ([tls.{profile}] is missing)")));
+                return Err(fail(
+                    "adapters.etcd.tls",
+                    format!("no TLS profile named {profile:?} ([tls.{profile}] is missing)"),
+                ));
             }
-            return Err(fail("adapters.etcd.tls", "TLS listeners are not available in this build yet".into()));
+            return Err(fail(
+                "adapters.etcd.tls",
+                "TLS listeners are not available in this build yet".into(),
+            ));
         }
         Ok(())
     }
@@ -285,7 +301,10 @@ mod tests {
         let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
         assert_eq!(err.key, "node.nmae");
         assert!(err.message.contains("unknown field: found `nmae`"), "{err}");
-        assert!(err.to_string().contains(&file.path().display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&file.path().display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
@@ -302,7 +321,9 @@ mod tests {
 
     #[test]
     fn missing_tls_file_is_named() {
-        let file = write_config("[tls.server]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n");
+        let file = write_config(
+            "[tls.server]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n",
+        );
         let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
         assert_eq!(err.key, "tls.server.cert");
         assert!(err.message.contains("/nonexistent/c.pem"), "{err}");

@@ -3,13 +3,13 @@
 
 use std::io::Cursor;
 
+use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::KernelError;
@@ -28,7 +28,9 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandReply {
     Txn(TxnResponse),
-    Compacted { revision: Revision },
+    Compacted {
+        revision: Revision,
+    },
     /// Blank and membership entries.
     Internal,
 }
@@ -63,7 +65,10 @@ impl NoPeer {
     fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
         let why = std::io::Error::new(
             std::io::ErrorKind::NotConnected,
-            format!("member {} is not reachable: this node runs a one-member group", self.target),
+            format!(
+                "member {} is not reachable: this node runs a one-member group",
+                self.target
+            ),
         );
         RPCError::Unreachable(Unreachable::new(&why))
     }

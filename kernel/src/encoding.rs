@@ -32,9 +32,9 @@ pub fn unescape_key(buf: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     while i < buf.len() {
         let b = buf[i];
         if b == ESC {
-            match buf.get(i + 1)? {
-                &ESC_LITERAL_ZERO => key.push(ESC),
-                &ESC_END => return Some((key, &buf[i + 2..])),
+            match *buf.get(i + 1)? {
+                ESC_LITERAL_ZERO => key.push(ESC),
+                ESC_END => return Some((key, &buf[i + 2..])),
                 _ => return None,
             }
             i += 2;
@@ -102,7 +102,9 @@ impl StoredKv {
 
     pub fn decode(buf: &[u8]) -> Option<StoredKv> {
         let field = |i: usize| -> Option<i64> {
-            Some(i64::from_be_bytes(buf.get(i * 8..i * 8 + 8)?.try_into().ok()?))
+            Some(i64::from_be_bytes(
+                buf.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
         };
         Some(StoredKv {
             create_revision: field(0)?,
@@ -196,7 +198,10 @@ mod tests {
         assert_eq!(StoredKv::decode(&kv.encode()), Some(kv.clone()));
         let put = HistoryEntry::Put(kv);
         assert_eq!(HistoryEntry::decode(&put.encode()), Some(put));
-        assert_eq!(HistoryEntry::decode(&HistoryEntry::Delete.encode()), Some(HistoryEntry::Delete));
+        assert_eq!(
+            HistoryEntry::decode(&HistoryEntry::Delete.encode()),
+            Some(HistoryEntry::Delete)
+        );
         assert_eq!(HistoryEntry::decode(&[9]), None);
         assert_eq!(split_hist_key(&hist_key(5, 2)), Some((5, 2)));
     }

@@ -32,6 +32,9 @@ pub const ETCD_VERSION: &str = "3.5.17";
 /// The etcd cluster version reported beside it.
 pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
 
+/// How long shutdown waits for Raft's tasks to release storage.
+const SHUTDOWN_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// On-disk format version, checked at open.
 const DATA_VERSION: u32 = 1;
 const META_IDENTITY: &[u8] = b"identity";
@@ -115,15 +118,19 @@ impl Identity {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let member_id = fnv1a(&[config.name.as_bytes(), config.peer_url.as_bytes(), &created.to_be_bytes()]);
+        let member_id = fnv1a(&[
+            config.name.as_bytes(),
+            config.peer_url.as_bytes(),
+            &created.to_be_bytes(),
+        ]);
         let identity = Identity {
             data_version: DATA_VERSION,
             name: config.name.clone(),
             member_id,
             cluster_id: fnv1a(&[&member_id.to_be_bytes(), b"concord-cluster"]),
         };
-        let raw = postcard::to_allocvec(&identity)
-            .map_err(|e| KernelError::Storage(e.to_string()))?;
+        let raw =
+            postcard::to_allocvec(&identity).map_err(|e| KernelError::Storage(e.to_string()))?;
         write_local_meta(db, META_IDENTITY, &raw)?;
         Ok(identity)
     }
@@ -179,7 +186,10 @@ impl Kernel {
     /// one-member group (or `timeout` passes).
     pub async fn open(config: KernelConfig, timeout: Duration) -> KernelResult<Kernel> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            KernelError::Storage(format!("cannot create data dir {}: {e}", config.data_dir.display()))
+            KernelError::Storage(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
         })?;
         let log_db = open_log_db(&config.data_dir.join("raft-log"))?;
         let state_db = open_state_db(&config.data_dir.join("state"))?;
@@ -204,7 +214,11 @@ impl Kernel {
         )
         .await
         .map_err(|e| KernelError::Storage(format!("cannot start raft: {e}")))?;
-        if !raft.is_initialized().await.map_err(|_| KernelError::Shutdown)? {
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|_| KernelError::Shutdown)?
+        {
             let mut members = BTreeMap::new();
             members.insert(identity.member_id, BasicNode::new(config.peer_url.clone()));
             raft.initialize(members)
@@ -213,7 +227,10 @@ impl Kernel {
             tracing::info!(member_id = %format!("{:x}", identity.member_id), "bootstrapped a one-member cluster");
         }
         raft.wait(Some(timeout))
-            .metrics(|m| m.current_leader == Some(identity.member_id), "become leader")
+            .metrics(
+                |m| m.current_leader == Some(identity.member_id),
+                "become leader",
+            )
             .await
             .map_err(|_| KernelError::NoLeader)?;
         Ok(Kernel {
@@ -227,9 +244,22 @@ impl Kernel {
         })
     }
 
+    /// Stops the Raft node and waits (boundedly) until its storage tasks have let go of
+    /// the databases, so that dropping the last handle closes them and the data dir can
+    /// be opened again.
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_RELEASE_TIMEOUT;
+        while Arc::strong_count(&self.inner.log_db) > 1
+            || Arc::strong_count(&self.inner.state_db) > 1
+        {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("storage still in use {SHUTDOWN_RELEASE_TIMEOUT:?} after shutdown");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -266,7 +296,11 @@ impl Kernel {
 
     async fn read_barrier(&self, serializable: bool) -> KernelResult<()> {
         if !serializable {
-            self.inner.raft.ensure_linearizable().await.map_err(map_read_error)?;
+            self.inner
+                .raft
+                .ensure_linearizable()
+                .await
+                .map_err(map_read_error)?;
         }
         Ok(())
     }
@@ -281,12 +315,13 @@ impl Kernel {
 
     pub async fn put(&self, req: PutRequest) -> KernelResult<PutResponse> {
         validate::put(&req)?;
-        let txn = self.write(TxnRequest {
-            compare: vec![],
-            success: vec![RequestOp::Put(req)],
-            failure: vec![],
-        })
-        .await?;
+        let txn = self
+            .write(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Put(req)],
+                failure: vec![],
+            })
+            .await?;
         match txn.responses.into_iter().next() {
             Some(ResponseOp::Put(mut put)) => {
                 put.header = txn.header;
@@ -298,18 +333,21 @@ impl Kernel {
 
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> KernelResult<DeleteRangeResponse> {
         validate::delete_range(&req)?;
-        let txn = self.write(TxnRequest {
-            compare: vec![],
-            success: vec![RequestOp::DeleteRange(req)],
-            failure: vec![],
-        })
-        .await?;
+        let txn = self
+            .write(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::DeleteRange(req)],
+                failure: vec![],
+            })
+            .await?;
         match txn.responses.into_iter().next() {
             Some(ResponseOp::DeleteRange(mut del)) => {
                 del.header = txn.header;
                 Ok(del)
             }
-            _ => Err(KernelError::Storage("delete produced no delete response".into())),
+            _ => Err(KernelError::Storage(
+                "delete produced no delete response".into(),
+            )),
         }
     }
 
@@ -351,7 +389,12 @@ impl Kernel {
         if size > self.inner.config.max_request_bytes {
             return Err(KernelError::RequestTooLarge);
         }
-        let resp = self.inner.raft.client_write(command).await.map_err(map_write_error)?;
+        let resp = self
+            .inner
+            .raft
+            .client_write(command)
+            .await
+            .map_err(map_write_error)?;
         resp.data
     }
 
@@ -374,7 +417,12 @@ impl Kernel {
                 } else {
                     Vec::new()
                 },
-                is_learner: !metrics.membership_config.membership().get_joint_config().iter().any(|c| c.contains(id)),
+                is_learner: !metrics
+                    .membership_config
+                    .membership()
+                    .get_joint_config()
+                    .iter()
+                    .any(|c| c.contains(id)),
             })
             .collect()
     }
@@ -384,10 +432,26 @@ impl Kernel {
         let mut total = 0u64;
         let mut live = 0u64;
         for db in [&self.inner.state_db, &self.inner.log_db] {
-            total += db.property_int_value("rocksdb.total-sst-files-size").ok().flatten().unwrap_or(0);
-            total += db.property_int_value("rocksdb.size-all-mem-tables").ok().flatten().unwrap_or(0);
-            live += db.property_int_value("rocksdb.estimate-live-data-size").ok().flatten().unwrap_or(0);
-            live += db.property_int_value("rocksdb.cur-size-all-mem-tables").ok().flatten().unwrap_or(0);
+            total += db
+                .property_int_value("rocksdb.total-sst-files-size")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            total += db
+                .property_int_value("rocksdb.size-all-mem-tables")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            live += db
+                .property_int_value("rocksdb.estimate-live-data-size")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            live += db
+                .property_int_value("rocksdb.cur-size-all-mem-tables")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
         }
         (total as i64, live.min(total) as i64)
     }

@@ -9,6 +9,8 @@ mod kernel;
 mod log_store;
 mod mvcc;
 mod state_machine;
+#[cfg(test)]
+mod storage_suite;
 pub mod types;
 mod validate;
 

@@ -6,6 +6,9 @@
 //! entries are persisted: concurrent writes share an fsync, and nothing is acknowledged
 //! before it is on disk.
 
+// openraft's storage traits fix `StorageError` (a large type) as the error type.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
@@ -14,7 +17,9 @@ use std::sync::mpsc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, OptionalSend, StorageIOError, Vote};
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 
 use crate::consensus::{LogId, StorageError, TypeConfig};
 use crate::error::{KernelError, KernelResult};
@@ -102,9 +107,11 @@ impl RaftLogReader<TypeConfig> for LogReader {
         let mut entries = Vec::new();
         for item in iter {
             let (key, value) = item.map_err(read_err)?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
-                read_err(KernelError::Storage("corrupt log index".into()))
-            })?);
+            let index = u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| read_err(KernelError::Storage("corrupt log index".into())))?,
+            );
             if !range.contains(&index) {
                 break;
             }
@@ -139,12 +146,19 @@ impl LogStore {
         &self.reader.db
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<(), StorageError> {
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), StorageError> {
         let bytes = postcard::to_allocvec(value).map_err(io_err)?;
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         let cf_meta = cf(self.db(), CF_RAFT_META).map_err(io_err)?;
-        self.db().put_cf_opt(cf_meta, key, bytes, &opts).map_err(io_err)
+        self.db()
+            .put_cf_opt(cf_meta, key, bytes, &opts)
+            .map_err(io_err)
     }
 }
 
@@ -210,7 +224,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.reader.meta::<Option<LogId>>(META_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -222,9 +240,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(cf_log, index_key(entry.log_id.index), bytes);
         }
         self.db().write(batch).map_err(io_err)?;
-        self.flusher.send(callback).map_err(|_| {
-            io_err(KernelError::Storage("log flusher stopped".into()))
-        })
+        self.flusher
+            .send(callback)
+            .map_err(|_| io_err(KernelError::Storage("log flusher stopped".into())))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -241,7 +259,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf_log = cf(self.db(), CF_LOG).map_err(io_err)?;
         let cf_meta = cf(self.db(), CF_RAFT_META).map_err(io_err)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(cf_meta, META_LAST_PURGED, postcard::to_allocvec(&log_id).map_err(io_err)?);
+        batch.put_cf(
+            cf_meta,
+            META_LAST_PURGED,
+            postcard::to_allocvec(&log_id).map_err(io_err)?,
+        );
         batch.delete_range_cf(cf_log, index_key(0), index_key(log_id.index + 1));
         let mut opts = WriteOptions::default();
         opts.set_sync(true);

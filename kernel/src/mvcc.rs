@@ -70,7 +70,9 @@ impl<'a> ReadView<'a> {
     }
 
     fn get(&self, cf_name: &str, key: &[u8]) -> KernelResult<Option<Vec<u8>>> {
-        Ok(self.db.get_cf_opt(cf(self.db, cf_name)?, key, &self.options())?)
+        Ok(self
+            .db
+            .get_cf_opt(cf(self.db, cf_name)?, key, &self.options())?)
     }
 
     fn meta_i64(&self, name: &[u8], absent: i64) -> KernelResult<i64> {
@@ -125,7 +127,12 @@ impl<'a> ReadView<'a> {
     }
 
     /// Keys in `[key, range_end)` (or just `key`) as they were at `revision`.
-    fn scan_at(&self, key: &[u8], range_end: &[u8], revision: Revision) -> KernelResult<Vec<KeyValue>> {
+    fn scan_at(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        revision: Revision,
+    ) -> KernelResult<Vec<KeyValue>> {
         let mut out = Vec::new();
         let start = keyrev_key(key, 0);
         let iter = self.db.iterator_cf_opt(
@@ -165,7 +172,11 @@ impl<'a> ReadView<'a> {
 }
 
 /// Checks a requested read revision against the compaction mark and the current revision.
-fn check_read_revision(requested: Revision, current: Revision, compacted: Revision) -> KernelResult<Revision> {
+fn check_read_revision(
+    requested: Revision,
+    current: Revision,
+    compacted: Revision,
+) -> KernelResult<Revision> {
     if requested > current {
         return Err(KernelError::FutureRevision);
     }
@@ -207,7 +218,11 @@ fn shape_range(req: &RangeRequest, mut kvs: Vec<KeyValue>) -> (Vec<KeyValue>, i6
                 SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
                 SortTarget::Value => a.value.cmp(&b.value),
             };
-            if order == SortOrder::Descend { ord.reverse() } else { ord }
+            if order == SortOrder::Descend {
+                ord.reverse()
+            } else {
+                ord
+            }
         });
     }
     let mut more = false;
@@ -276,7 +291,11 @@ impl<'a> TxnExecutor<'a> {
     }
 
     fn visible_revision(&self) -> Revision {
-        if self.changes.is_empty() { self.begin } else { self.begin + 1 }
+        if self.changes.is_empty() {
+            self.begin
+        } else {
+            self.begin + 1
+        }
     }
 
     fn get(&self, key: &[u8]) -> KernelResult<Option<StoredKv>> {
@@ -337,7 +356,11 @@ impl<'a> TxnExecutor<'a> {
             }
         }
         path.push(succeeded);
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         for op in ops {
             if let RequestOp::Txn(nested) = op {
                 self.choose_path(nested, path)?;
@@ -350,7 +373,11 @@ impl<'a> TxnExecutor<'a> {
     fn check_path(&self, txn: &TxnRequest, path: &[bool], at: &mut usize) -> KernelResult<()> {
         let succeeded = path.get(*at).copied().unwrap_or(false);
         *at += 1;
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         for op in ops {
             match op {
                 RequestOp::Put(p) => self.check_put(p)?,
@@ -375,10 +402,19 @@ impl<'a> TxnExecutor<'a> {
         Ok(())
     }
 
-    fn run_txn(&mut self, txn: &TxnRequest, path: &[bool], at: &mut usize) -> KernelResult<TxnResponse> {
+    fn run_txn(
+        &mut self,
+        txn: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> KernelResult<TxnResponse> {
         let succeeded = path.get(*at).copied().unwrap_or(false);
         *at += 1;
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match op {
@@ -425,7 +461,11 @@ impl<'a> TxnExecutor<'a> {
         let prev = self.get(&p.key)?;
         let (value, lease) = match &prev {
             Some(old) if p.ignore_value || p.ignore_lease => (
-                if p.ignore_value { old.value.clone() } else { p.value.clone() },
+                if p.ignore_value {
+                    old.value.clone()
+                } else {
+                    p.value.clone()
+                },
                 if p.ignore_lease { old.lease } else { p.lease },
             ),
             _ => (p.value.clone(), p.lease),
@@ -528,7 +568,12 @@ impl MvccWriter {
         Ok(applied)
     }
 
-    fn stage_changes(&self, revision: Revision, changes: &[Change], batch: &mut WriteBatch) -> KernelResult<()> {
+    fn stage_changes(
+        &self,
+        revision: Revision,
+        changes: &[Change],
+        batch: &mut WriteBatch,
+    ) -> KernelResult<()> {
         let latest = cf(&self.db, CF_KV_LATEST)?;
         let keyrev = cf(&self.db, CF_KV_KEYREV)?;
         let hist = cf(&self.db, CF_KV_HIST)?;
@@ -546,7 +591,11 @@ impl MvccWriter {
             batch.put_cf(keyrev, keyrev_key(&change.key, revision), entry.encode());
             batch.put_cf(hist, hist_key(revision, sub as u32), &change.key);
         }
-        batch.put_cf(cf(&self.db, CF_META)?, META_REVISION, revision.to_be_bytes());
+        batch.put_cf(
+            cf(&self.db, CF_META)?,
+            META_REVISION,
+            revision.to_be_bytes(),
+        );
         Ok(())
     }
 
@@ -584,7 +633,9 @@ impl MvccWriter {
             let newest_at_or_below = self.newest_keyrev_at_or_below(&view, &key, revision)?;
             let keep = newest_at_or_below.as_deref() == Some(this.as_slice())
                 && matches!(
-                    view.get(CF_KV_KEYREV, &this)?.as_deref().and_then(HistoryEntry::decode),
+                    view.get(CF_KV_KEYREV, &this)?
+                        .as_deref()
+                        .and_then(HistoryEntry::decode),
                     Some(HistoryEntry::Put(_))
                 );
             if !keep {
@@ -601,7 +652,12 @@ impl MvccWriter {
         Ok(removed)
     }
 
-    fn newest_keyrev_at_or_below(&self, view: &ReadView<'_>, key: &[u8], revision: Revision) -> KernelResult<Option<Vec<u8>>> {
+    fn newest_keyrev_at_or_below(
+        &self,
+        view: &ReadView<'_>,
+        key: &[u8],
+        revision: Revision,
+    ) -> KernelResult<Option<Vec<u8>>> {
         let upper = keyrev_key(key, revision);
         let mut iter = self.db.iterator_cf_opt(
             cf(&self.db, CF_KV_KEYREV)?,

@@ -2,6 +2,9 @@
 //! each entry's changes and the applied log id in one RocksDB WriteBatch, and builds or
 //! installs snapshots of the whole state.
 
+// openraft's storage traits fix `StorageError` (a large type) as the error type.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,8 @@ const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
 
 type Membership = StoredMembership<u64, BasicNode>;
+/// The last snapshot built or installed, shared with the snapshot builder.
+type SharedSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>;
 
 fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
@@ -49,7 +54,7 @@ struct SnapshotImage {
 pub struct StateMachine {
     db: Arc<DB>,
     writer: MvccWriter,
-    current_snapshot: Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>,
+    current_snapshot: SharedSnapshot,
 }
 
 impl StateMachine {
@@ -61,7 +66,11 @@ impl StateMachine {
         }
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(db: &DB, opts: ReadOptions, key: &[u8]) -> Result<Option<T>, StorageError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        db: &DB,
+        opts: ReadOptions,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
         let cf_meta = cf(db, CF_META).map_err(sm_err)?;
         match db.get_cf_opt(cf_meta, key, &opts).map_err(sm_err)? {
             None => Ok(None),
@@ -71,7 +80,10 @@ impl StateMachine {
 
     fn execute(&self, command: &Command, batch: &mut WriteBatch) -> CommandOutcome {
         match command {
-            Command::Txn(txn) => self.writer.txn(txn, batch).map(|a| CommandReply::Txn(a.response)),
+            Command::Txn(txn) => self
+                .writer
+                .txn(txn, batch)
+                .map(|a| CommandReply::Txn(a.response)),
             Command::Compact(revision) => {
                 let removed = self.writer.compact(*revision, batch)?;
                 tracing::info!(revision, removed, "compacted history");
@@ -114,11 +126,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     let stored = Membership::new(Some(entry.log_id), m.clone());
-                    batch.put_cf(cf_meta, META_MEMBERSHIP, postcard::to_allocvec(&stored).map_err(sm_err)?);
+                    batch.put_cf(
+                        cf_meta,
+                        META_MEMBERSHIP,
+                        postcard::to_allocvec(&stored).map_err(sm_err)?,
+                    );
                     Ok(CommandReply::Internal)
                 }
             };
-            batch.put_cf(cf_meta, META_APPLIED, postcard::to_allocvec(&Some(entry.log_id)).map_err(sm_err)?);
+            batch.put_cf(
+                cf_meta,
+                META_APPLIED,
+                postcard::to_allocvec(&Some(entry.log_id)).map_err(sm_err)?,
+            );
             self.db.write(batch).map_err(sm_err)?;
             outcomes.push(outcome);
         }
@@ -155,8 +175,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_cf(cf(&self.db, name).map_err(sm_err)?, key, value);
         }
         let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
-        batch.put_cf(cf_meta, META_APPLIED, postcard::to_allocvec(&image.applied).map_err(sm_err)?);
-        batch.put_cf(cf_meta, META_MEMBERSHIP, postcard::to_allocvec(&image.membership).map_err(sm_err)?);
+        batch.put_cf(
+            cf_meta,
+            META_APPLIED,
+            postcard::to_allocvec(&image.applied).map_err(sm_err)?,
+        );
+        batch.put_cf(
+            cf_meta,
+            META_MEMBERSHIP,
+            postcard::to_allocvec(&image.membership).map_err(sm_err)?,
+        );
         self.db.write(batch).map_err(sm_err)?;
         self.db.flush_wal(true).map_err(sm_err)?;
         if let Ok(mut current) = self.current_snapshot.lock() {
@@ -177,7 +205,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[derive(Debug)]
 pub struct SnapshotBuilder {
     db: Arc<DB>,
-    current_snapshot: Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>,
+    current_snapshot: SharedSnapshot,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -195,9 +223,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let mut records = Vec::new();
         for name in STATE_COLUMN_FAMILIES {
             let handle = cf(&self.db, name).map_err(sm_err)?;
-            for item in self.db.iterator_cf_opt(handle, options(), IteratorMode::Start) {
+            for item in self
+                .db
+                .iterator_cf_opt(handle, options(), IteratorMode::Start)
+            {
                 let (key, value) = item.map_err(sm_err)?;
-                if name == CF_META && (key.as_ref() == META_APPLIED || key.as_ref() == META_MEMBERSHIP) {
+                if name == CF_META
+                    && (key.as_ref() == META_APPLIED || key.as_ref() == META_MEMBERSHIP)
+                {
                     continue;
                 }
                 records.push((name.to_string(), key.to_vec(), value.to_vec()));
@@ -214,7 +247,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             records,
         };
         let data = postcard::to_allocvec(&image).map_err(sm_err)?;
-        tracing::info!(snapshot_id, bytes = data.len(), "built state machine snapshot");
+        tracing::info!(
+            snapshot_id,
+            bytes = data.len(),
+            "built state machine snapshot"
+        );
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,

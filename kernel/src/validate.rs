@@ -2,9 +2,7 @@
 //! its gRPC layer (empty keys, contradictory flags, txn size, duplicate keys).
 
 use crate::error::{KernelError, KernelResult};
-use crate::types::{
-    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use crate::types::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use std::collections::HashSet;
 
 pub fn range(req: &RangeRequest) -> KernelResult<()> {
@@ -168,22 +166,43 @@ mod tests {
     #[test]
     fn duplicate_rules_follow_etcd() {
         let dup = Err(KernelError::DuplicateKey);
-        assert_eq!(txn(&txn_of(vec![put_op("a"), put_op("a")], vec![]), 128), dup);
-        assert_eq!(txn(&txn_of(vec![put_op("b"), del_op("a", "c")], vec![]), 128), dup);
-        assert_eq!(txn(&txn_of(vec![del_op("a", ""), del_op("a", "")], vec![]), 128), Ok(()));
-        assert_eq!(txn(&txn_of(vec![put_op("a")], vec![put_op("a")]), 128), Ok(()));
+        assert_eq!(
+            txn(&txn_of(vec![put_op("a"), put_op("a")], vec![]), 128),
+            dup
+        );
+        assert_eq!(
+            txn(&txn_of(vec![put_op("b"), del_op("a", "c")], vec![]), 128),
+            dup
+        );
+        assert_eq!(
+            txn(&txn_of(vec![del_op("a", ""), del_op("a", "")], vec![]), 128),
+            Ok(())
+        );
+        assert_eq!(
+            txn(&txn_of(vec![put_op("a")], vec![put_op("a")]), 128),
+            Ok(())
+        );
         let nested = RequestOp::Txn(txn_of(vec![put_op("x")], vec![put_op("x")]));
         assert_eq!(txn(&txn_of(vec![nested.clone()], vec![]), 128), Ok(()));
         assert_eq!(txn(&txn_of(vec![nested, put_op("x")], vec![]), 128), dup);
         let nested_del = RequestOp::Txn(txn_of(vec![del_op("a", "\0")], vec![]));
-        assert_eq!(txn(&txn_of(vec![nested_del, put_op("zz")], vec![]), 128), dup);
+        assert_eq!(
+            txn(&txn_of(vec![nested_del, put_op("zz")], vec![]), 128),
+            dup
+        );
     }
 
     #[test]
     fn limits_and_empty_keys() {
         let many: Vec<RequestOp> = (0..129).map(|i| put_op(&format!("k{i}"))).collect();
-        assert_eq!(txn(&txn_of(many, vec![]), 128), Err(KernelError::TooManyOps));
-        assert_eq!(txn(&txn_of(vec![put_op("")], vec![]), 128), Err(KernelError::EmptyKey));
+        assert_eq!(
+            txn(&txn_of(many, vec![]), 128),
+            Err(KernelError::TooManyOps)
+        );
+        assert_eq!(
+            txn(&txn_of(vec![put_op("")], vec![]), 128),
+            Err(KernelError::EmptyKey)
+        );
         let p = PutRequest {
             key: b"k".to_vec(),
             value: b"v".to_vec(),

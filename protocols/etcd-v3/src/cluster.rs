@@ -25,7 +25,10 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, _: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        _: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
         Err(Self::single_member_only("MemberAdd"))
     }
 
@@ -43,7 +46,10 @@ impl Cluster for ClusterService {
         Err(Self::single_member_only("MemberUpdate"))
     }
 
-    async fn member_list(&self, _: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        _: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
         let members = self.kernel.members();
         Ok(Response::new(pb::MemberListResponse {
             header: convert::header(self.kernel.header(0)),

@@ -21,13 +21,19 @@ impl KvService {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let req = convert::range_request(request.into_inner());
         let resp = self.kernel.range(req).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(convert::range_response(resp)))
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let req = convert::put_request(request.into_inner());
         let resp = self.kernel.put(req).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(convert::put_response(resp)))
@@ -38,11 +44,18 @@ impl Kv for KvService {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let req = convert::delete_request(request.into_inner());
-        let resp = self.kernel.delete_range(req).await.map_err(|e| to_status(&e))?;
+        let resp = self
+            .kernel
+            .delete_range(req)
+            .await
+            .map_err(|e| to_status(&e))?;
         Ok(Response::new(convert::delete_response(resp)))
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let req = convert::txn_request(request.into_inner());
         let resp = self.kernel.txn(req).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(convert::txn_response(resp)))

@@ -1,5 +1,30 @@
 //! The etcd v3 gRPC dialect: KV, Cluster and Maintenance services over the kernel API.
 
+/// Generated etcd v3 protobuf messages and tonic services, one module per proto package.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations,
+    missing_docs
+)]
+pub mod pb {
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+    pub mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
+    }
+}
+
 mod cluster;
 mod convert;
 mod kv;

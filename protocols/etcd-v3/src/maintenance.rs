@@ -21,7 +21,9 @@ impl MaintenanceService {
     }
 
     fn not_yet(what: &str) -> Status {
-        Status::unimplemented(format!("concord: Maintenance.{what} is not available in this build yet"))
+        Status::unimplemented(format!(
+            "concord: Maintenance.{what} is not available in this build yet"
+        ))
     }
 }
 
@@ -29,7 +31,10 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Sta
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
         match AlarmAction::try_from(request.into_inner().action) {
             // No alarm is ever raised until storage quotas exist, so the list is empty.
@@ -41,7 +46,10 @@ impl Maintenance for MaintenanceService {
         }
     }
 
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let s = self.kernel.status().await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::StatusResponse {
             header: convert::header(s.header),
@@ -65,17 +73,26 @@ impl Maintenance for MaintenanceService {
         Err(Self::not_yet("Defragment"))
     }
 
-    async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+    async fn hash(
+        &self,
+        _: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
         Err(Self::not_yet("Hash"))
     }
 
-    async fn hash_kv(&self, _: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
         Err(Self::not_yet("HashKV"))
     }
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         Err(Self::not_yet("Snapshot"))
     }
 
@@ -86,7 +103,10 @@ impl Maintenance for MaintenanceService {
         Err(Self::not_yet("MoveLeader"))
     }
 
-    async fn downgrade(&self, _: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(Self::not_yet("Downgrade"))
     }
 }

@@ -48,19 +48,53 @@ mod tests {
     #[test]
     fn messages_and_codes_match_etcd() {
         let cases = [
-            (KernelError::EmptyKey, Code::InvalidArgument, "etcdserver: key is not provided"),
-            (KernelError::TooManyOps, Code::InvalidArgument, "etcdserver: too many operations in txn request"),
-            (KernelError::DuplicateKey, Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
-            (KernelError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
             (
-                KernelError::Compacted { compact_revision: 3 },
+                KernelError::EmptyKey,
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                KernelError::TooManyOps,
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                KernelError::DuplicateKey,
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+            (
+                KernelError::RequestTooLarge,
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (
+                KernelError::Compacted {
+                    compact_revision: 3,
+                },
                 Code::OutOfRange,
                 "etcdserver: mvcc: required revision has been compacted",
             ),
-            (KernelError::FutureRevision, Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
-            (KernelError::LeaseNotFound, Code::NotFound, "etcdserver: requested lease not found"),
-            (KernelError::KeyNotFound, Code::InvalidArgument, "etcdserver: key not found"),
-            (KernelError::NoLeader, Code::Unavailable, "etcdserver: no leader"),
+            (
+                KernelError::FutureRevision,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                KernelError::LeaseNotFound,
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                KernelError::KeyNotFound,
+                Code::InvalidArgument,
+                "etcdserver: key not found",
+            ),
+            (
+                KernelError::NoLeader,
+                Code::Unavailable,
+                "etcdserver: no leader",
+            ),
         ];
         for (error, code, message) in cases {
             let status = to_status(&error);

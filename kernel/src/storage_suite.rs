@@ -1,0 +1,28 @@
+//! openraft's own storage conformance suite, run against our log store and state machine.
+
+use openraft::testing::{StoreBuilder, Suite};
+
+use crate::consensus::{StorageError, TypeConfig};
+use crate::log_store::{LogStore, open_log_db};
+use crate::state_machine::{StateMachine, open_state_db};
+
+struct TempStores;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for TempStores {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir()
+            .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
+        let log_db = open_log_db(&dir.path().join("raft-log"))
+            .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
+        let state_db = open_state_db(&dir.path().join("state"))
+            .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
+        let log = LogStore::new(log_db)
+            .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
+        Ok((dir, log, StateMachine::new(state_db)))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(TempStores).unwrap();
+}
