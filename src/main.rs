@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use concord_config::{Cli, ServeArgs, Settings, Subcommand};
+use concord_config::{Cli, RestoreArgs, ServeArgs, Settings, Subcommand};
 use concord_etcd_v3::EtcdV3Adapter;
 use concord_kernel::{Kernel, KernelConfig};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
@@ -22,6 +22,10 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
         heartbeat_interval: Duration::from_millis(settings.raft.heartbeat_interval_ms),
         election_timeout: Duration::from_millis(settings.raft.election_timeout_ms),
         snapshot_every_entries: settings.raft.snapshot_every_entries,
+        lease_checkpoint_interval: Duration::from_millis(
+            settings.raft.lease_checkpoint_interval_ms,
+        ),
+        quota_backend_bytes: settings.limits.quota_backend_bytes,
     }
 }
 
@@ -97,23 +101,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let Subcommand::Serve(args) = cli.command;
-    run_serve(&args)
+    match Cli::parse().command {
+        Subcommand::Serve(args) => run_serve(&args),
+        Subcommand::Restore(args) => run_restore(&args),
+    }
 }
 
-fn run_serve(args: &ServeArgs) -> ExitCode {
-    let settings = match Settings::load(args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("concord: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if args.check_config {
-        println!("configuration is valid");
-        return ExitCode::SUCCESS;
-    }
+fn load_settings(args: &ServeArgs) -> Result<Settings, ExitCode> {
+    Settings::load(args).map_err(|e| {
+        eprintln!("concord: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -121,6 +122,41 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn run_restore(args: &RestoreArgs) -> ExitCode {
+    let settings = match load_settings(&args.as_serve_args()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    init_logging();
+    match concord_kernel::restore_snapshot(&args.snapshot, &settings.node.data_dir) {
+        Ok(info) => {
+            println!(
+                "restored {} records at revision {} into {}",
+                info.records,
+                info.revision,
+                settings.node.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("concord: restore failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_serve(args: &ServeArgs) -> ExitCode {
+    let settings = match load_settings(args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if args.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -20,6 +20,36 @@ pub struct Cli {
 pub enum Subcommand {
     /// Run a Concord node.
     Serve(ServeArgs),
+    /// Create a new member's data dir from a snapshot file (`etcdctl snapshot save`).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The snapshot file to restore.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: PathBuf,
+    /// Config file (TOML) naming the data dir, as for `serve`.
+    #[arg(long, value_name = "FILE", env = "CONCORD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The new data dir; it must not exist yet or be empty (`node.data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The member name the restored node will be started with (`node.name`).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+impl RestoreArgs {
+    /// The same settings sources as `serve`, for finding the data dir.
+    pub fn as_serve_args(&self) -> ServeArgs {
+        ServeArgs {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            name: self.name.clone(),
+            ..ServeArgs::default()
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Args)]

@@ -44,6 +44,8 @@ pub struct NodeSettings {
 pub struct Limits {
     pub max_txn_ops: usize,
     pub max_request_bytes: usize,
+    /// Storage size that raises the NOSPACE alarm.
+    pub quota_backend_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +54,8 @@ pub struct RaftSettings {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_every_entries: u64,
+    /// How often the leader replicates remaining lease TTLs.
+    pub lease_checkpoint_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +105,7 @@ impl Default for Limits {
         Limits {
             max_txn_ops: 128,
             max_request_bytes: 1536 * 1024,
+            quota_backend_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -111,6 +116,7 @@ impl Default for RaftSettings {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             snapshot_every_entries: 10_000,
+            lease_checkpoint_interval_ms: 5_000,
         }
     }
 }

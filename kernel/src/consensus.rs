@@ -13,7 +13,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::KernelError;
-use crate::types::{Revision, TxnRequest, TxnResponse};
+use crate::types::{Alarm, LeaseId, Revision, TxnRequest, TxnResponse};
 
 /// A replicated write. Everything non-deterministic is decided before proposing and
 /// carried inside the command, so every member applies it identically.
@@ -22,6 +22,20 @@ pub enum Command {
     /// Put, DeleteRange and Txn all travel as a transaction.
     Txn(TxnRequest),
     Compact(Revision),
+    /// Create lease `id` (chosen by the proposer) with `ttl` seconds.
+    LeaseGrant {
+        id: LeaseId,
+        ttl: i64,
+    },
+    /// Delete the lease and, in one revision, every key attached to it.
+    LeaseRevoke(LeaseId),
+    /// Remember the remaining TTLs (seconds) the leader's clocks show.
+    LeaseCheckpoint(Vec<(LeaseId, i64)>),
+    /// Raise (`active`) or disarm an alarm.
+    SetAlarm {
+        alarm: Alarm,
+        active: bool,
+    },
 }
 
 /// What applying a command produced.
@@ -29,6 +43,13 @@ pub enum Command {
 pub enum CommandReply {
     Txn(TxnResponse),
     Compacted {
+        revision: Revision,
+    },
+    LeaseGranted {
+        revision: Revision,
+    },
+    /// `revision` is the revision after the attached keys were deleted.
+    LeaseRevoked {
         revision: Revision,
     },
     /// Blank and membership entries.

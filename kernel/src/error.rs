@@ -17,6 +17,10 @@ pub enum KernelError {
     LeaseProvided,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("too many operations in txn request")]
     TooManyOps,
     #[error("duplicate key given in txn request")]
@@ -27,6 +31,8 @@ pub enum KernelError {
     Compacted { compact_revision: Revision },
     #[error("required revision is a future revision")]
     FutureRevision,
+    #[error("database space exceeded")]
+    NoSpace,
     /// This node is not the leader; `leader` is the one it knows of, if any.
     #[error("not leader")]
     NotLeader { leader: Option<u64> },

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -14,17 +15,23 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::Alarms;
+use crate::backup::{self, SnapshotInfo};
 use crate::consensus::{Command, CommandReply, Raft, SingleMemberNetwork};
 use crate::error::{KernelError, KernelResult};
+use crate::lease::{Lessor, MAX_LEASE_TTL};
 use crate::log_store::{LogStore, open_log_db, read_local_meta, write_local_meta};
 use crate::mvcc::{self, ReadView};
 use crate::state_machine::{StateMachine, open_state_db};
 use crate::types::{
-    CompactRequest, DeleteRangeRequest, DeleteRangeResponse, Member, NodeStatus, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
-    TxnResponse,
+    Alarm, AlarmKind, CompactRequest, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
+    LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseTimeToLiveResponse, Member, NodeStatus, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseHeader, ResponseOp, Revision, TxnRequest, TxnResponse,
+    WatchRequest,
 };
 use crate::validate;
+use crate::watch::{WatchHub, Watcher};
 
 /// The etcd server version Concord reports (see ARCHITECTURE.md: clients switch features
 /// on it).
@@ -53,6 +60,12 @@ pub struct KernelConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_every_entries: u64,
+    /// How often the leader replicates the leases' remaining TTLs, so a restart resumes
+    /// them.
+    pub lease_checkpoint_interval: Duration,
+    /// Storage size past which the NOSPACE alarm is raised (etcd's
+    /// `quota-backend-bytes`).
+    pub quota_backend_bytes: u64,
 }
 
 impl Default for KernelConfig {
@@ -67,6 +80,8 @@ impl Default for KernelConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_every_entries: 10_000,
+            lease_checkpoint_interval: Duration::from_secs(5),
+            quota_backend_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -142,7 +157,15 @@ struct Inner {
     log_db: Arc<DB>,
     identity: Identity,
     config: KernelConfig,
+    hub: WatchHub,
+    lessor: Arc<Lessor>,
+    alarms: Arc<Alarms>,
+    /// Low bits of generated lease ids.
+    lease_counter: AtomicU64,
 }
+
+/// How often the leader looks for leases that ran out.
+const LEASE_TICK: Duration = Duration::from_millis(100);
 
 /// A cheap, cloneable handle to the running kernel.
 #[derive(Clone)]
@@ -193,6 +216,9 @@ impl Kernel {
         })?;
         let log_db = open_log_db(&config.data_dir.join("raft-log"))?;
         let state_db = open_state_db(&config.data_dir.join("state"))?;
+        let hub = WatchHub::new();
+        let lessor = Arc::new(Lessor::default());
+        let alarms = Arc::new(Alarms::default());
         let identity = Identity::load_or_create(&log_db, &config)?;
         let raft_config = Config {
             cluster_name: "concord".into(),
@@ -210,7 +236,12 @@ impl Kernel {
             Arc::new(raft_config),
             SingleMemberNetwork,
             LogStore::new(log_db.clone())?,
-            StateMachine::new(state_db.clone()),
+            StateMachine::new(
+                state_db.clone(),
+                hub.clone(),
+                lessor.clone(),
+                alarms.clone(),
+            ),
         )
         .await
         .map_err(|e| KernelError::Storage(format!("cannot start raft: {e}")))?;
@@ -233,15 +264,25 @@ impl Kernel {
             )
             .await
             .map_err(|_| KernelError::NoLeader)?;
-        Ok(Kernel {
+        // The state machine's own clock restore (after applying the log) does not
+        // extend; leadership does, as etcd's promotion does.
+        StateMachine::restore_lease_clocks(&state_db, &lessor, config.election_timeout)?;
+        StateMachine::restore_alarms(&state_db, &alarms)?;
+        let kernel = Kernel {
             inner: Arc::new(Inner {
                 raft,
                 state_db,
                 log_db,
                 identity,
                 config,
+                hub,
+                lessor,
+                alarms,
+                lease_counter: AtomicU64::new(0),
             }),
-        })
+        };
+        tokio::spawn(run_lessor(Arc::downgrade(&kernel.inner)));
+        Ok(kernel)
     }
 
     /// Stops the Raft node and waits (boundedly) until its storage tasks have let go of
@@ -374,6 +415,9 @@ impl Kernel {
     }
 
     async fn write(&self, req: TxnRequest) -> KernelResult<TxnResponse> {
+        if has_puts(&req) {
+            self.refuse_if_no_space()?;
+        }
         match self.propose(Command::Txn(req)).await? {
             CommandReply::Txn(mut resp) => {
                 self.stamp(&mut resp.header);
@@ -396,6 +440,221 @@ impl Kernel {
             .await
             .map_err(map_write_error)?;
         resp.data
+    }
+
+    /// The revision of the latest applied write on this member.
+    pub fn revision(&self) -> KernelResult<Revision> {
+        ReadView::snapshot(&self.inner.state_db).revision()
+    }
+
+    /// Starts a watcher (see [`Watcher`]): events from `start_revision` (0: the next
+    /// revision) on, in revision order.
+    pub fn watch(&self, req: WatchRequest) -> KernelResult<Watcher> {
+        Watcher::start(self.inner.state_db.clone(), self.inner.hub.clone(), req)
+    }
+
+    /// The smallest TTL a lease gets: one and a half election timeouts, in whole seconds
+    /// (etcd's `minTTL`), so a lease cannot expire during a leader change.
+    pub fn min_lease_ttl(&self) -> i64 {
+        let millis = self.inner.config.election_timeout.as_millis() * 3 / 2;
+        i64::try_from(millis.div_ceil(1000)).unwrap_or(1).max(1)
+    }
+
+    /// A lease id nobody has yet, probably: this member's id, the time, a counter.
+    fn generate_lease_id(&self) -> LeaseId {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let count = self.inner.lease_counter.fetch_add(1, Ordering::Relaxed);
+        let raw =
+            ((self.member_id() & 0x7fff) << 48) | ((millis & 0xff_ffff_ffff) << 8) | (count & 0xff);
+        (raw as LeaseId).max(1)
+    }
+
+    /// Grants a lease; `id` 0 lets the kernel choose one. The TTL is raised to
+    /// [`Self::min_lease_ttl`].
+    pub async fn lease_grant(&self, id: LeaseId, ttl: i64) -> KernelResult<LeaseGrantResponse> {
+        if ttl > MAX_LEASE_TTL {
+            return Err(KernelError::LeaseTtlTooLarge);
+        }
+        self.refuse_if_no_space()?;
+        let ttl = ttl.max(self.min_lease_ttl());
+        let id = if id == 0 {
+            self.generate_lease_id()
+        } else {
+            id
+        };
+        match self.propose(Command::LeaseGrant { id, ttl }).await? {
+            CommandReply::LeaseGranted { revision } => Ok(LeaseGrantResponse {
+                header: self.header(revision),
+                id,
+                ttl,
+            }),
+            _ => Err(KernelError::Storage("lease grant produced no reply".into())),
+        }
+    }
+
+    /// Revokes a lease, deleting its keys in one revision.
+    pub async fn lease_revoke(&self, id: LeaseId) -> KernelResult<ResponseHeader> {
+        match self.propose(Command::LeaseRevoke(id)).await? {
+            CommandReply::LeaseRevoked { revision } => Ok(self.header(revision)),
+            _ => Err(KernelError::Storage(
+                "lease revoke produced no reply".into(),
+            )),
+        }
+    }
+
+    /// Restarts a lease's clock at the leader. An unknown (or just expired) lease
+    /// answers TTL 0, as etcd does.
+    pub async fn lease_keep_alive(&self, id: LeaseId) -> KernelResult<LeaseKeepAliveResponse> {
+        self.read_barrier(false).await?;
+        let ttl = self.inner.lessor.renew(id).unwrap_or(0);
+        Ok(LeaseKeepAliveResponse {
+            header: self.header(self.revision()?),
+            id,
+            ttl,
+        })
+    }
+
+    /// A lease's remaining and granted TTL (and keys, if asked); TTL -1 when unknown.
+    pub async fn lease_time_to_live(
+        &self,
+        id: LeaseId,
+        with_keys: bool,
+    ) -> KernelResult<LeaseTimeToLiveResponse> {
+        self.read_barrier(false).await?;
+        let view = ReadView::snapshot(&self.inner.state_db);
+        let header = self.header(view.revision()?);
+        let Some(record) = view.lease(id)? else {
+            return Ok(LeaseTimeToLiveResponse {
+                header,
+                id,
+                ttl: -1,
+                ..Default::default()
+            });
+        };
+        Ok(LeaseTimeToLiveResponse {
+            header,
+            id,
+            ttl: self.inner.lessor.remaining(id).unwrap_or(0),
+            granted_ttl: record.ttl,
+            keys: if with_keys {
+                view.lease_keys(id)?
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Every lease, in id order.
+    pub async fn lease_leases(&self) -> KernelResult<LeaseLeasesResponse> {
+        self.read_barrier(false).await?;
+        let view = ReadView::snapshot(&self.inner.state_db);
+        Ok(LeaseLeasesResponse {
+            header: self.header(view.revision()?),
+            leases: view.leases()?.into_iter().map(|(id, _)| id).collect(),
+        })
+    }
+
+    /// Refuses writes that add data while the NOSPACE alarm is raised, as etcd does.
+    fn refuse_if_no_space(&self) -> KernelResult<()> {
+        if self.inner.alarms.no_space() {
+            return Err(KernelError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// The alarms raised in the cluster.
+    pub fn alarms(&self) -> Vec<Alarm> {
+        self.inner.alarms.list()
+    }
+
+    /// Raises (`active`) or disarms an alarm. A disarmed NOSPACE alarm comes back at
+    /// once if storage is still over its quota.
+    pub async fn set_alarm(&self, alarm: Alarm, active: bool) -> KernelResult<Vec<Alarm>> {
+        self.propose(Command::SetAlarm { alarm, active }).await?;
+        Ok(self.alarms())
+    }
+
+    /// Hash of the whole stored state (etcd's Hash).
+    pub async fn hash(&self) -> KernelResult<(ResponseHeader, u32)> {
+        let db = self.inner.state_db.clone();
+        let (revision, hash) = tokio::task::spawn_blocking(move || {
+            let view = ReadView::snapshot(&db);
+            Ok::<_, KernelError>((view.revision()?, backup::hash_all(&view, &db)?))
+        })
+        .await
+        .map_err(|e| KernelError::Storage(e.to_string()))??;
+        Ok((self.header(revision), hash))
+    }
+
+    /// Hash of the keyspace's history up to `revision` (0: the current one), etcd's
+    /// HashKV: equal on members with equal data.
+    pub async fn hash_kv(&self, revision: Revision) -> KernelResult<HashKvResponse> {
+        let db = self.inner.state_db.clone();
+        let (current, compacted, at, hash) = tokio::task::spawn_blocking(move || {
+            let view = ReadView::snapshot(&db);
+            let current = view.revision()?;
+            let compacted = view.compact_revision()?;
+            let at = if revision > 0 { revision } else { current };
+            if at > current {
+                return Err(KernelError::FutureRevision);
+            }
+            if at < compacted {
+                return Err(KernelError::Compacted {
+                    compact_revision: compacted,
+                });
+            }
+            Ok((current, compacted, at, backup::hash_kv(&view, &db, at)?))
+        })
+        .await
+        .map_err(|e| KernelError::Storage(e.to_string()))??;
+        Ok(HashKvResponse {
+            header: self.header(current),
+            hash,
+            compact_revision: compacted,
+            hash_revision: at,
+        })
+    }
+
+    /// Rewrites storage compactly, releasing the space of deleted and compacted data.
+    pub async fn defragment(&self) -> KernelResult<ResponseHeader> {
+        let state_db = self.inner.state_db.clone();
+        let log_db = self.inner.log_db.clone();
+        tokio::task::spawn_blocking(move || {
+            for db in [&state_db, &log_db] {
+                db.flush()?;
+                for name in db_column_families(db) {
+                    if let Some(handle) = db.cf_handle(&name) {
+                        db.compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
+                    }
+                }
+            }
+            Ok::<_, KernelError>(())
+        })
+        .await
+        .map_err(|e| KernelError::Storage(e.to_string()))??;
+        tracing::info!("defragmented storage");
+        Ok(self.header(self.revision()?))
+    }
+
+    /// Writes a point-in-time copy of the keyspace (and leases) to `path`; restore it
+    /// with [`crate::restore_snapshot`].
+    pub async fn snapshot_to_file(&self, path: PathBuf) -> KernelResult<SnapshotInfo> {
+        let db = self.inner.state_db.clone();
+        tokio::task::spawn_blocking(move || backup::write_snapshot(&db, &path))
+            .await
+            .map_err(|e| KernelError::Storage(e.to_string()))?
+    }
+
+    /// Where this member keeps temporary files (snapshots being sent).
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.inner.config.data_dir.join("scratch")
+    }
+
+    fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.member_id())
     }
 
     /// The members of the group (one, until clustering lands).
@@ -473,6 +732,84 @@ impl Kernel {
             errors: Vec::new(),
         })
     }
+}
+
+/// The leader's lease duties, until the kernel is dropped: revoke leases whose clock
+/// ran out, checkpoint remaining TTLs, and extend every lease on becoming leader.
+async fn run_lessor(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(LEASE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_leader = true;
+    let mut last_checkpoint = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let kernel = Kernel { inner };
+        let leader = kernel.is_leader();
+        if leader && !was_leader {
+            kernel
+                .inner
+                .lessor
+                .extend_all(kernel.inner.config.election_timeout);
+        }
+        was_leader = leader;
+        if !leader {
+            continue;
+        }
+        for id in kernel.inner.lessor.take_expired() {
+            match kernel.propose(Command::LeaseRevoke(id)).await {
+                Ok(_) | Err(KernelError::LeaseNotFound) => {
+                    tracing::debug!(lease = id, "lease expired and was revoked");
+                }
+                Err(KernelError::Shutdown) => return,
+                Err(e) => tracing::warn!(lease = id, "cannot revoke expired lease: {e}"),
+            }
+        }
+        let over_quota = kernel.storage_sizes().0 as u64 > kernel.inner.config.quota_backend_bytes;
+        if over_quota && !kernel.inner.alarms.no_space() {
+            let alarm = Alarm {
+                member_id: kernel.member_id(),
+                kind: AlarmKind::NoSpace,
+            };
+            if let Err(e) = kernel.set_alarm(alarm, true).await {
+                tracing::warn!("cannot raise the NOSPACE alarm: {e}");
+            }
+        }
+        if last_checkpoint.elapsed() >= kernel.inner.config.lease_checkpoint_interval {
+            last_checkpoint = tokio::time::Instant::now();
+            let remaining = kernel.inner.lessor.checkpoint();
+            if !remaining.is_empty() {
+                match kernel.propose(Command::LeaseCheckpoint(remaining)).await {
+                    Ok(_) => {}
+                    Err(KernelError::Shutdown) => return,
+                    Err(e) => tracing::warn!("cannot checkpoint leases: {e}"),
+                }
+            }
+        }
+    }
+}
+
+fn db_column_families(db: &DB) -> Vec<String> {
+    let mut names = vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()];
+    names.extend(
+        crate::mvcc::STATE_COLUMN_FAMILIES
+            .iter()
+            .chain(crate::log_store::LOG_COLUMN_FAMILIES.iter())
+            .filter(|name| db.cf_handle(name).is_some())
+            .map(|name| name.to_string()),
+    );
+    names
+}
+
+/// Whether a txn may add data (a put anywhere in it).
+fn has_puts(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).any(|op| match op {
+        RequestOp::Put(_) => true,
+        RequestOp::Txn(t) => has_puts(t),
+        RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+    })
 }
 
 fn has_writes(req: &TxnRequest) -> bool {

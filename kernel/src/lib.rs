@@ -2,10 +2,13 @@
 //! openraft. Adapters use [`Kernel`] and the types in [`types`]; nothing else here is
 //! public API.
 
+mod alarm;
+mod backup;
 mod consensus;
 mod encoding;
 pub mod error;
 mod kernel;
+mod lease;
 mod log_store;
 mod mvcc;
 mod state_machine;
@@ -13,6 +16,10 @@ mod state_machine;
 mod storage_suite;
 pub mod types;
 mod validate;
+mod watch;
 
+pub use backup::{SnapshotInfo, restore_snapshot};
 pub use error::{KernelError, KernelResult};
 pub use kernel::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Kernel, KernelConfig};
+pub use lease::MAX_LEASE_TTL;
+pub use watch::{WatchEnd, Watcher};

@@ -27,6 +27,7 @@ use crate::mvcc::cf;
 
 const CF_LOG: &str = "log";
 const CF_RAFT_META: &str = "raft_meta";
+pub(crate) const LOG_COLUMN_FAMILIES: [&str; 2] = [CF_LOG, CF_RAFT_META];
 const META_VOTE: &[u8] = b"vote";
 const META_LAST_PURGED: &[u8] = b"last_purged";
 const META_COMMITTED: &[u8] = b"committed";
@@ -48,7 +49,7 @@ pub fn open_log_db(path: &Path) -> KernelResult<Arc<DB>> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    let cfs = [CF_LOG, CF_RAFT_META]
+    let cfs = LOG_COLUMN_FAMILIES
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))

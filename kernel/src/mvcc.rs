@@ -13,6 +13,7 @@ use crate::encoding::{
     HistoryEntry, StoredKv, hist_key, keyrev_key, split_hist_key, split_keyrev_key,
 };
 use crate::error::{KernelError, KernelResult};
+use crate::lease::{LeaseRecord, attached_key, attachment_key, lease_key};
 use crate::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
@@ -23,7 +24,16 @@ pub const CF_KV_LATEST: &str = "kv_latest";
 pub const CF_KV_KEYREV: &str = "kv_keyrev";
 pub const CF_KV_HIST: &str = "kv_hist";
 pub const CF_META: &str = "meta";
-pub const STATE_COLUMN_FAMILIES: [&str; 4] = [CF_KV_LATEST, CF_KV_KEYREV, CF_KV_HIST, CF_META];
+pub const CF_LEASE: &str = "lease";
+pub const CF_LEASE_KEY: &str = "lease_key";
+pub const STATE_COLUMN_FAMILIES: [&str; 6] = [
+    CF_KV_LATEST,
+    CF_KV_KEYREV,
+    CF_KV_HIST,
+    CF_META,
+    CF_LEASE,
+    CF_LEASE_KEY,
+];
 
 pub const META_REVISION: &[u8] = b"revision";
 pub const META_COMPACT_REVISION: &[u8] = b"compact_revision";
@@ -61,7 +71,7 @@ impl<'a> ReadView<'a> {
         ReadView { db, snapshot: None }
     }
 
-    fn options(&self) -> ReadOptions {
+    pub(crate) fn options(&self) -> ReadOptions {
         let mut opts = ReadOptions::default();
         if let Some(s) = &self.snapshot {
             opts.set_snapshot(s);
@@ -69,7 +79,7 @@ impl<'a> ReadView<'a> {
         opts
     }
 
-    fn get(&self, cf_name: &str, key: &[u8]) -> KernelResult<Option<Vec<u8>>> {
+    pub(crate) fn get(&self, cf_name: &str, key: &[u8]) -> KernelResult<Option<Vec<u8>>> {
         Ok(self
             .db
             .get_cf_opt(cf(self.db, cf_name)?, key, &self.options())?)
@@ -91,6 +101,49 @@ impl<'a> ReadView<'a> {
 
     pub fn compact_revision(&self) -> KernelResult<Revision> {
         self.meta_i64(META_COMPACT_REVISION, 0)
+    }
+
+    /// The stored lease `id`, if it exists.
+    pub(crate) fn lease(&self, id: i64) -> KernelResult<Option<LeaseRecord>> {
+        match self.get(CF_LEASE, &lease_key(id))? {
+            None => Ok(None),
+            Some(v) => LeaseRecord::decode(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt("lease")),
+        }
+    }
+
+    /// Every stored lease, in id order.
+    pub(crate) fn leases(&self) -> KernelResult<Vec<(i64, LeaseRecord)>> {
+        let mut out = Vec::new();
+        for item in
+            self.db
+                .iterator_cf_opt(cf(self.db, CF_LEASE)?, self.options(), IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let id = i64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("lease"))?);
+            out.push((id, LeaseRecord::decode(&v).ok_or_else(|| corrupt("lease"))?));
+        }
+        Ok(out)
+    }
+
+    /// The keys attached to lease `id`, in key order.
+    pub(crate) fn lease_keys(&self, id: i64) -> KernelResult<Vec<Vec<u8>>> {
+        let prefix = lease_key(id);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf_opt(
+            cf(self.db, CF_LEASE_KEY)?,
+            self.options(),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            match attached_key(id, &k) {
+                Some(key) => out.push(key.to_vec()),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     fn latest(&self, key: &[u8]) -> KernelResult<Option<StoredKv>> {
@@ -395,8 +448,7 @@ impl<'a> TxnExecutor<'a> {
         if (p.ignore_value || p.ignore_lease) && self.get(&p.key)?.is_none() {
             return Err(KernelError::KeyNotFound);
         }
-        if p.lease != 0 && !p.ignore_lease {
-            // No lease exists until the lease service grants one.
+        if p.lease != 0 && !p.ignore_lease && self.view.lease(p.lease)?.is_none() {
             return Err(KernelError::LeaseNotFound);
         }
         Ok(())
@@ -577,7 +629,16 @@ impl MvccWriter {
         let latest = cf(&self.db, CF_KV_LATEST)?;
         let keyrev = cf(&self.db, CF_KV_KEYREV)?;
         let hist = cf(&self.db, CF_KV_HIST)?;
+        let lease_keys = cf(&self.db, CF_LEASE_KEY)?;
         for (sub, change) in changes.iter().enumerate() {
+            let old_lease = change.prev.as_ref().map_or(0, |kv| kv.lease);
+            let new_lease = change.kv.as_ref().map_or(0, |kv| kv.lease);
+            if old_lease != new_lease && old_lease != 0 {
+                batch.delete_cf(lease_keys, attachment_key(old_lease, &change.key));
+            }
+            if new_lease != 0 {
+                batch.put_cf(lease_keys, attachment_key(new_lease, &change.key), []);
+            }
             let entry = match &change.kv {
                 Some(kv) => {
                     batch.put_cf(latest, &change.key, kv.encode());

@@ -16,12 +16,18 @@ use openraft::{
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, ReadOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::{Alarms, META_ALARMS};
 use crate::consensus::{Command, CommandOutcome, CommandReply, LogId, StorageError, TypeConfig};
-use crate::error::KernelResult;
-use crate::mvcc::{CF_META, MvccWriter, STATE_COLUMN_FAMILIES, cf};
+use crate::error::{KernelError, KernelResult};
+use crate::lease::{LeaseRecord, Lessor, lease_key};
+use crate::mvcc::{CF_LEASE, CF_META, MvccWriter, ReadView, STATE_COLUMN_FAMILIES, cf};
+use crate::types::{Alarm, DeleteRangeRequest, RequestOp, TxnRequest};
+use crate::watch::{RevisionEvents, WatchHub};
 
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
+/// Raft's own records in the `meta` column family (not part of the keyspace's state).
+pub(crate) const RAFT_META_KEYS: [&[u8]; 2] = [META_APPLIED, META_MEMBERSHIP];
 
 type Membership = StoredMembership<u64, BasicNode>;
 /// The last snapshot built or installed, shared with the snapshot builder.
@@ -50,18 +56,38 @@ struct SnapshotImage {
     records: Vec<(String, Vec<u8>, Vec<u8>)>,
 }
 
+/// What a command does beyond its WriteBatch, carried out once the batch is written.
+#[derive(Debug, Default)]
+struct Effects {
+    events: Option<RevisionEvents>,
+    granted: Option<(i64, i64)>,
+    revoked: Option<i64>,
+    alarms: Option<Vec<Alarm>>,
+}
+
 #[derive(Debug)]
 pub struct StateMachine {
     db: Arc<DB>,
     writer: MvccWriter,
+    hub: WatchHub,
+    lessor: Arc<Lessor>,
+    alarms: Arc<Alarms>,
     current_snapshot: SharedSnapshot,
 }
 
 impl StateMachine {
-    pub fn new(db: Arc<DB>) -> Self {
+    pub(crate) fn new(
+        db: Arc<DB>,
+        hub: WatchHub,
+        lessor: Arc<Lessor>,
+        alarms: Arc<Alarms>,
+    ) -> Self {
         StateMachine {
             writer: MvccWriter::new(db.clone()),
             db,
+            hub,
+            lessor,
+            alarms,
             current_snapshot: Arc::default(),
         }
     }
@@ -78,12 +104,23 @@ impl StateMachine {
         }
     }
 
-    fn execute(&self, command: &Command, batch: &mut WriteBatch) -> CommandOutcome {
+    fn execute(
+        &self,
+        command: &Command,
+        batch: &mut WriteBatch,
+        effects: &mut Effects,
+    ) -> CommandOutcome {
         match command {
-            Command::Txn(txn) => self
-                .writer
-                .txn(txn, batch)
-                .map(|a| CommandReply::Txn(a.response)),
+            Command::Txn(txn) => {
+                let applied = self.writer.txn(txn, batch)?;
+                if !applied.changes.is_empty() {
+                    effects.events = Some(RevisionEvents::from_changes(
+                        applied.revision,
+                        &applied.changes,
+                    ));
+                }
+                Ok(CommandReply::Txn(applied.response))
+            }
             Command::Compact(revision) => {
                 let removed = self.writer.compact(*revision, batch)?;
                 tracing::info!(revision, removed, "compacted history");
@@ -91,7 +128,122 @@ impl StateMachine {
                     revision: *revision,
                 })
             }
+            Command::LeaseGrant { id, ttl } => {
+                let view = ReadView::live(&self.db);
+                if view.lease(*id)?.is_some() {
+                    return Err(KernelError::LeaseExists);
+                }
+                let record = LeaseRecord {
+                    ttl: *ttl,
+                    remaining: 0,
+                };
+                batch.put_cf(cf(&self.db, CF_LEASE)?, lease_key(*id), record.encode());
+                effects.granted = Some((*id, *ttl));
+                Ok(CommandReply::LeaseGranted {
+                    revision: view.revision()?,
+                })
+            }
+            Command::LeaseRevoke(id) => {
+                let view = ReadView::live(&self.db);
+                if view.lease(*id)?.is_none() {
+                    return Err(KernelError::LeaseNotFound);
+                }
+                // The attached keys go in one transaction: one revision for all.
+                let deletes = TxnRequest {
+                    compare: Vec::new(),
+                    success: view
+                        .lease_keys(*id)?
+                        .into_iter()
+                        .map(|key| {
+                            RequestOp::DeleteRange(DeleteRangeRequest {
+                                key,
+                                range_end: Vec::new(),
+                                prev_kv: false,
+                            })
+                        })
+                        .collect(),
+                    failure: Vec::new(),
+                };
+                let applied = self.writer.txn(&deletes, batch)?;
+                batch.delete_cf(cf(&self.db, CF_LEASE)?, lease_key(*id));
+                if !applied.changes.is_empty() {
+                    effects.events = Some(RevisionEvents::from_changes(
+                        applied.revision,
+                        &applied.changes,
+                    ));
+                }
+                effects.revoked = Some(*id);
+                Ok(CommandReply::LeaseRevoked {
+                    revision: applied.revision,
+                })
+            }
+            Command::LeaseCheckpoint(remaining) => {
+                let view = ReadView::live(&self.db);
+                let leases = cf(&self.db, CF_LEASE)?;
+                for (id, left) in remaining {
+                    if let Some(mut record) = view.lease(*id)? {
+                        record.remaining = (*left).clamp(1, record.ttl.max(1));
+                        batch.put_cf(leases, lease_key(*id), record.encode());
+                    }
+                }
+                Ok(CommandReply::Internal)
+            }
+            Command::SetAlarm { alarm, active } => {
+                let mut alarms = stored_alarms(&self.db)?;
+                alarms.retain(|a| a != alarm);
+                if *active {
+                    alarms.push(*alarm);
+                    tracing::warn!(?alarm, "alarm raised");
+                } else {
+                    tracing::info!(?alarm, "alarm disarmed");
+                }
+                alarms.sort_unstable();
+                let encoded = postcard::to_allocvec(&alarms)
+                    .map_err(|e| KernelError::Storage(e.to_string()))?;
+                batch.put_cf(cf(&self.db, CF_META)?, META_ALARMS, encoded);
+                effects.alarms = Some(alarms);
+                Ok(CommandReply::Internal)
+            }
         }
+    }
+
+    /// Restarts the lease clocks from storage (at start-up and after a snapshot install).
+    pub(crate) fn restore_lease_clocks(
+        db: &DB,
+        lessor: &Lessor,
+        extend: std::time::Duration,
+    ) -> KernelResult<()> {
+        lessor.restore(ReadView::live(db).leases()?, extend);
+        Ok(())
+    }
+
+    /// Reloads the in-memory alarm list from storage.
+    pub(crate) fn restore_alarms(db: &DB, alarms: &Alarms) -> KernelResult<()> {
+        alarms.replace(stored_alarms(db)?);
+        Ok(())
+    }
+
+    fn carry_out(&self, effects: Effects) {
+        if let Some(alarms) = effects.alarms {
+            self.alarms.replace(alarms);
+        }
+        if let Some((id, ttl)) = effects.granted {
+            self.lessor.granted(id, ttl);
+        }
+        if let Some(id) = effects.revoked {
+            self.lessor.revoked(id);
+        }
+        if let Some(events) = effects.events {
+            self.hub.publish(events);
+        }
+    }
+}
+
+fn stored_alarms(db: &DB) -> KernelResult<Vec<Alarm>> {
+    match db.get_cf(cf(db, CF_META)?, META_ALARMS)? {
+        None => Ok(Vec::new()),
+        Some(raw) => postcard::from_bytes(&raw)
+            .map_err(|e| KernelError::Storage(format!("corrupt alarm record: {e}"))),
     }
 }
 
@@ -114,13 +266,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut outcomes = Vec::new();
         for entry in entries {
             let mut batch = WriteBatch::default();
+            let mut effects = Effects::default();
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Ok(CommandReply::Internal),
                 EntryPayload::Normal(command) => {
-                    let outcome = self.execute(command, &mut batch);
+                    let outcome = self.execute(command, &mut batch, &mut effects);
                     if outcome.is_err() {
                         // A failed command changes nothing but the applied mark.
                         batch = WriteBatch::default();
+                        effects = Effects::default();
                     }
                     outcome
                 }
@@ -140,6 +294,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 postcard::to_allocvec(&Some(entry.log_id)).map_err(sm_err)?,
             );
             self.db.write(batch).map_err(sm_err)?;
+            self.carry_out(effects);
             outcomes.push(outcome);
         }
         Ok(outcomes)
@@ -187,6 +342,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         self.db.write(batch).map_err(sm_err)?;
         self.db.flush_wal(true).map_err(sm_err)?;
+        Self::restore_lease_clocks(&self.db, &self.lessor, std::time::Duration::ZERO)
+            .map_err(sm_err)?;
+        Self::restore_alarms(&self.db, &self.alarms).map_err(sm_err)?;
         if let Ok(mut current) = self.current_snapshot.lock() {
             *current = Some((meta.clone(), data));
         }

@@ -5,6 +5,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use crate::consensus::{StorageError, TypeConfig};
 use crate::log_store::{LogStore, open_log_db};
 use crate::state_machine::{StateMachine, open_state_db};
+use crate::watch::WatchHub;
 
 struct TempStores;
 
@@ -18,7 +19,16 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
         let log = LogStore::new(log_db)
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
-        Ok((dir, log, StateMachine::new(state_db)))
+        Ok((
+            dir,
+            log,
+            StateMachine::new(
+                state_db,
+                WatchHub::new(),
+                Default::default(),
+                Default::default(),
+            ),
+        ))
     }
 }
 

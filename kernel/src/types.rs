@@ -196,3 +196,117 @@ pub struct NodeStatus {
     pub is_learner: bool,
     pub errors: Vec<String>,
 }
+
+/// A lease's id; 0 in a request means "choose one".
+pub type LeaseId = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change to one key. A delete's `kv` holds only the key and the delete's revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    /// The key's previous version, when the watch asked for it and it still exists.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// What a watcher follows: one key, `[key, range_end)`, or every key from `key` on
+/// (`range_end == [0]`), from `start_revision` (0 = from the next revision).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRequest {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub start_revision: Revision,
+    pub prev_kv: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+}
+
+impl WatchRequest {
+    /// Whether `key` is in the watched range.
+    pub fn covers(&self, key: &[u8]) -> bool {
+        if self.range_end.is_empty() {
+            key == self.key.as_slice()
+        } else {
+            key >= self.key.as_slice() && (self.range_end == [0] || key < self.range_end.as_slice())
+        }
+    }
+
+    /// Whether the watcher delivers `event` (range and filters).
+    pub fn wants(&self, event: &Event) -> bool {
+        self.covers(&event.kv.key)
+            && match event.kind {
+                EventKind::Put => !self.no_put,
+                EventKind::Delete => !self.no_delete,
+            }
+    }
+}
+
+/// The matching events of one revision, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchBatch {
+    pub revision: Revision,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseGrantResponse {
+    pub header: ResponseHeader,
+    pub id: LeaseId,
+    /// The TTL granted (the request's, raised to the minimum).
+    pub ttl: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseKeepAliveResponse {
+    pub header: ResponseHeader,
+    pub id: LeaseId,
+    /// The renewed TTL; 0 when the lease does not exist (etcd answers so, not an error).
+    pub ttl: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseTimeToLiveResponse {
+    pub header: ResponseHeader,
+    pub id: LeaseId,
+    /// Seconds left; -1 when the lease does not exist.
+    pub ttl: i64,
+    pub granted_ttl: i64,
+    /// The attached keys, when asked for.
+    pub keys: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseLeasesResponse {
+    pub header: ResponseHeader,
+    pub leases: Vec<LeaseId>,
+}
+
+/// A condition a member raises that changes what the cluster accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AlarmKind {
+    /// Storage passed its quota: writes that add data are refused until it is disarmed.
+    NoSpace,
+    /// Members disagree on their data.
+    Corrupt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Alarm {
+    pub member_id: u64,
+    pub kind: AlarmKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashKvResponse {
+    pub header: ResponseHeader,
+    pub hash: u32,
+    pub compact_revision: Revision,
+    /// The revision the hash covers.
+    pub hash_revision: Revision,
+}

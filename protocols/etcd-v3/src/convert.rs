@@ -186,3 +186,14 @@ pub fn member(m: k::Member) -> pb::Member {
         is_learner: m.is_learner,
     }
 }
+
+pub fn event(e: k::Event) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: match e.kind {
+            k::EventKind::Put => mvccpb::event::EventType::Put,
+            k::EventKind::Delete => mvccpb::event::EventType::Delete,
+        } as i32,
+        kv: Some(key_value(e.kv)),
+        prev_kv: e.prev_kv.map(key_value),
+    }
+}

@@ -1,4 +1,5 @@
-//! The etcd v3 gRPC dialect: KV, Cluster and Maintenance services over the kernel API.
+//! The etcd v3 gRPC dialect: KV, Watch, Lease, Lock, Election, Cluster and Maintenance
+//! services over the kernel API.
 
 /// Generated etcd v3 protobuf messages and tonic services, one module per proto package.
 #[allow(
@@ -26,11 +27,16 @@ pub mod pb {
 }
 
 mod cluster;
+mod concurrency;
 mod convert;
+mod election;
 mod kv;
+mod lease;
+mod lock;
 mod maintenance;
 mod server;
 mod status;
+mod watch;
 
 pub use server::EtcdV3Adapter;
 pub use status::to_status;

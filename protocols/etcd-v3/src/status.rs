@@ -12,6 +12,8 @@ pub fn to_status(error: &KernelError) -> Status {
         KernelError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
         KernelError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
         KernelError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        KernelError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+        KernelError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         KernelError::TooManyOps => (
             Code::InvalidArgument,
             "etcdserver: too many operations in txn request",
@@ -28,6 +30,10 @@ pub fn to_status(error: &KernelError) -> Status {
         KernelError::FutureRevision => (
             Code::OutOfRange,
             "etcdserver: mvcc: required revision is a future revision",
+        ),
+        KernelError::NoSpace => (
+            Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded",
         ),
         KernelError::NotLeader { .. } => (Code::FailedPrecondition, "etcdserver: not leader"),
         KernelError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),

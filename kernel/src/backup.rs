@@ -1,0 +1,321 @@
+//! Whole-state operations: hashes for consistency checks, snapshot files for backups,
+//! and restoring a new member's data dir from such a file.
+//!
+//! A snapshot file is Concord's own format (not etcd's bbolt file): a magic line, then
+//! one record per stored entry of every state column family taken from one RocksDB
+//! snapshot (column family index u8, key length u32 BE, key, value length u32 BE,
+//! value), then an end marker (0xFF) and the FNV-1a 64 checksum of everything before
+//! it, so truncation and corruption are detected at restore. Raft bookkeeping (applied
+//! log id, membership) is not included: a restored member starts a new one-member
+//! cluster on the same keyspace, as `etcdctl snapshot restore` does.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use rocksdb::{DB, IteratorMode, WriteBatch};
+
+use crate::encoding::{HistoryEntry, keyrev_key, split_keyrev_key};
+use crate::error::{KernelError, KernelResult};
+use crate::mvcc::{CF_KV_KEYREV, CF_META, ReadView, STATE_COLUMN_FAMILIES, cf};
+use crate::state_machine::{RAFT_META_KEYS, open_state_db};
+use crate::types::Revision;
+
+const MAGIC: &[u8] = b"CONCORD-SNAPSHOT-1\n";
+const END_OF_RECORDS: u8 = 0xFF;
+/// Records between two progress log lines.
+const PROGRESS_EVERY: u64 = 100_000;
+
+/// FNV-1a, 64 and 32 bits: small, stable, dependency-free checksums.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub(crate) fn finish(self) -> u64 {
+        self.0
+    }
+
+    /// The 64-bit hash folded to 32 bits, for the etcd hash fields.
+    pub(crate) fn finish32(self) -> u32 {
+        ((self.0 >> 32) ^ self.0) as u32
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> KernelError {
+    KernelError::Storage(format!("{what} {}: {e}", path.display()))
+}
+
+/// Hash of the keyspace's history up to `revision` (etcd's HashKV): every key version
+/// with a revision at or below it that compaction kept.
+pub(crate) fn hash_kv(view: &ReadView<'_>, db: &DB, revision: Revision) -> KernelResult<u32> {
+    let mut hash = Fnv64::default();
+    for item in db.iterator_cf_opt(cf(db, CF_KV_KEYREV)?, view.options(), IteratorMode::Start) {
+        let (raw_key, raw_value) = item?;
+        let (key, rev) = split_keyrev_key(&raw_key)
+            .ok_or_else(|| KernelError::Storage("corrupt keyrev record".into()))?;
+        if rev > revision {
+            continue;
+        }
+        hash.update(&keyrev_key(&key, rev));
+        if let Some(HistoryEntry::Put(kv)) = HistoryEntry::decode(&raw_value) {
+            hash.update(&kv.encode());
+        }
+    }
+    Ok(hash.finish32())
+}
+
+/// Hash of every stored record of the state machine except Raft bookkeeping.
+pub(crate) fn hash_all(view: &ReadView<'_>, db: &DB) -> KernelResult<u32> {
+    let mut hash = Fnv64::default();
+    for_each_record(view, db, |index, key, value| {
+        hash.update(&[index]);
+        hash.update(key);
+        hash.update(value);
+        Ok(())
+    })?;
+    Ok(hash.finish32())
+}
+
+fn for_each_record(
+    view: &ReadView<'_>,
+    db: &DB,
+    mut f: impl FnMut(u8, &[u8], &[u8]) -> KernelResult<()>,
+) -> KernelResult<()> {
+    for (index, name) in STATE_COLUMN_FAMILIES.iter().enumerate() {
+        let index = u8::try_from(index).map_err(|_| KernelError::Storage("too many CFs".into()))?;
+        for item in db.iterator_cf_opt(cf(db, name)?, view.options(), IteratorMode::Start) {
+            let (key, value) = item?;
+            if *name == CF_META && RAFT_META_KEYS.contains(&key.as_ref()) {
+                continue;
+            }
+            f(index, &key, &value)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a snapshot file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub revision: Revision,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// Writes a point-in-time copy of the state machine to `path` (synced to disk).
+pub(crate) fn write_snapshot(db: &DB, path: &Path) -> KernelResult<SnapshotInfo> {
+    let view = ReadView::snapshot(db);
+    let revision = view.revision()?;
+    let file = File::create(path).map_err(|e| io_error("cannot create", path, e))?;
+    let mut out = ChecksummedWriter {
+        inner: BufWriter::new(file),
+        hash: Fnv64::default(),
+        bytes: 0,
+    };
+    let write = |out: &mut ChecksummedWriter, bytes: &[u8]| {
+        out.write_all(bytes)
+            .map_err(|e| io_error("cannot write", path, e))
+    };
+    write(&mut out, MAGIC)?;
+    let mut records = 0u64;
+    for_each_record(&view, db, |index, key, value| {
+        let key_len = u32::try_from(key.len()).map_err(|_| KernelError::RequestTooLarge)?;
+        let value_len = u32::try_from(value.len()).map_err(|_| KernelError::RequestTooLarge)?;
+        write(&mut out, &[index])?;
+        write(&mut out, &key_len.to_be_bytes())?;
+        write(&mut out, key)?;
+        write(&mut out, &value_len.to_be_bytes())?;
+        write(&mut out, value)?;
+        records += 1;
+        if records.is_multiple_of(PROGRESS_EVERY) {
+            tracing::info!(records, bytes = out.bytes, "writing snapshot");
+        }
+        Ok(())
+    })?;
+    write(&mut out, &[END_OF_RECORDS])?;
+    let checksum = out.hash.finish();
+    out.inner
+        .write_all(&checksum.to_be_bytes())
+        .map_err(|e| io_error("cannot write", path, e))?;
+    let file = out
+        .inner
+        .into_inner()
+        .map_err(|e| io_error("cannot write", path, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| io_error("cannot sync", path, e))?;
+    let info = SnapshotInfo {
+        revision,
+        records,
+        bytes: out.bytes + 8,
+    };
+    tracing::info!(?info, path = %path.display(), "snapshot written");
+    Ok(info)
+}
+
+struct ChecksummedWriter {
+    inner: BufWriter<File>,
+    hash: Fnv64,
+    bytes: u64,
+}
+
+impl Write for ChecksummedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct ChecksummedReader {
+    inner: BufReader<File>,
+    hash: Fnv64,
+}
+
+impl ChecksummedReader {
+    fn exact(&mut self, len: usize, path: &Path) -> KernelResult<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.inner.read_exact(&mut buf).map_err(|e| {
+            KernelError::Storage(format!(
+                "snapshot {} is truncated or unreadable: {e}",
+                path.display()
+            ))
+        })?;
+        self.hash.update(&buf);
+        Ok(buf)
+    }
+
+    fn u32(&mut self, path: &Path) -> KernelResult<usize> {
+        let raw = self.exact(4, path)?;
+        let bytes: [u8; 4] = raw
+            .try_into()
+            .map_err(|_| KernelError::Storage("short read".into()))?;
+        Ok(u32::from_be_bytes(bytes) as usize)
+    }
+}
+
+/// Fills the (new, empty) state store under `data_dir` from a snapshot file. Returns
+/// what it restored; refuses a data dir that already holds a state store.
+pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<SnapshotInfo> {
+    let state_path = data_dir.join("state");
+    if state_path.exists() || data_dir.join("raft-log").exists() {
+        return Err(KernelError::Storage(format!(
+            "data dir {} is not empty: restore needs a new one",
+            data_dir.display()
+        )));
+    }
+    let file = File::open(snapshot).map_err(|e| io_error("cannot open", snapshot, e))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or_default();
+    let mut input = ChecksummedReader {
+        inner: BufReader::new(file),
+        hash: Fnv64::default(),
+    };
+    if input.exact(MAGIC.len(), snapshot)? != MAGIC {
+        return Err(KernelError::Storage(format!(
+            "{} is not a Concord snapshot file",
+            snapshot.display()
+        )));
+    }
+    // Read and verify everything before touching the data dir.
+    let mut records: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
+    loop {
+        let index = input.exact(1, snapshot)?[0];
+        if index == END_OF_RECORDS {
+            break;
+        }
+        if usize::from(index) >= STATE_COLUMN_FAMILIES.len() {
+            return Err(KernelError::Storage(format!(
+                "snapshot {} has an unknown record type {index}",
+                snapshot.display()
+            )));
+        }
+        let key_len = input.u32(snapshot)?;
+        let key = input.exact(key_len, snapshot)?;
+        let value_len = input.u32(snapshot)?;
+        let value = input.exact(value_len, snapshot)?;
+        records.push((index, key, value));
+        if (records.len() as u64).is_multiple_of(PROGRESS_EVERY) {
+            tracing::info!(records = records.len(), "reading snapshot");
+        }
+    }
+    let expected = input.hash.finish();
+    let mut trailer = [0u8; 8];
+    input
+        .inner
+        .read_exact(&mut trailer)
+        .map_err(|e| io_error("snapshot checksum missing in", snapshot, e))?;
+    if u64::from_be_bytes(trailer) != expected {
+        return Err(KernelError::Storage(format!(
+            "snapshot {} is corrupt (checksum mismatch)",
+            snapshot.display()
+        )));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| io_error("cannot create", data_dir, e))?;
+    let db = open_state_db(&state_path)?;
+    let mut batch = WriteBatch::default();
+    for (index, key, value) in &records {
+        batch.put_cf(
+            cf(&db, STATE_COLUMN_FAMILIES[usize::from(*index)])?,
+            key,
+            value,
+        );
+    }
+    db.write(batch)?;
+    db.flush_wal(true)?;
+    let revision = ReadView::live(&db).revision()?;
+    let info = SnapshotInfo {
+        revision,
+        records: records.len() as u64,
+        bytes,
+    };
+    tracing::info!(?info, data_dir = %data_dir.display(), "snapshot restored");
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_is_stable() {
+        let mut h = Fnv64::default();
+        h.update(b"a");
+        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_state_db(&dir.path().join("source")).unwrap();
+        let file = dir.path().join("snap");
+        let info = write_snapshot(&db, &file).unwrap();
+        assert_eq!(info.revision, 1);
+        let full = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &full[..full.len() - 3]).unwrap();
+        let err = restore_snapshot(&file, &dir.path().join("a")).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        std::fs::write(&file, b"PK\x03\x04 not ours").unwrap();
+        let err = restore_snapshot(&file, &dir.path().join("b")).unwrap_err();
+        assert!(err.to_string().contains("not a Concord snapshot"), "{err}");
+        std::fs::write(&file, &full).unwrap();
+        let restored = restore_snapshot(&file, &dir.path().join("c")).unwrap();
+        assert_eq!(restored.records, info.records);
+    }
+}
