@@ -242,8 +242,10 @@ pub struct RawKeepAlive {
 }
 
 impl RawKeepAlive {
-    /// Opens the stream to `endpoint` (`127.0.0.1:PORT`).
-    pub async fn open(endpoint: &str) -> Result<Self> {
+    /// Opens the stream to `endpoint` (`127.0.0.1:PORT`) with a first keep-alive for
+    /// `first_id` (a server may send its response headers only with its first answer),
+    /// and returns the stream and that answer.
+    pub async fn open(endpoint: &str, first_id: i64) -> Result<(Self, KeepAliveAnswer)> {
         let channel = tonic::transport::Channel::from_shared(format!("http://{endpoint}"))?
             .connect_timeout(Duration::from_secs(2))
             .connect()
@@ -252,6 +254,10 @@ impl RawKeepAlive {
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await?;
         let (requests, receiver) = mpsc::channel(16);
+        requests
+            .send(keep_alive_request(first_id))
+            .await
+            .context("cannot queue the first keep-alive")?;
         let response = tokio::time::timeout(
             STREAM_TIMEOUT,
             grpc.streaming(
@@ -262,24 +268,25 @@ impl RawKeepAlive {
         )
         .await
         .context("LeaseKeepAlive did not open in time")??;
-        Ok(RawKeepAlive {
+        let mut stream = RawKeepAlive {
             requests,
             answers: response.into_inner(),
-        })
+        };
+        let first = stream.answer().await?;
+        Ok((stream, first))
     }
 
     /// Sends a keep-alive for `id` and returns the answer, waited for at most
     /// [`STREAM_TIMEOUT`].
     pub async fn keep_alive(&mut self, id: i64) -> Result<KeepAliveAnswer> {
-        let mut body = BytesMut::new();
-        // LeaseKeepAliveRequest { int64 ID = 1 }; an int64 is a varint of its two's
-        // complement.
-        body.put_u8(0x08);
-        put_varint(&mut body, id as u64);
         self.requests
-            .send(body.freeze())
+            .send(keep_alive_request(id))
             .await
             .context("the keep-alive request stream is closed")?;
+        self.answer().await
+    }
+
+    async fn answer(&mut self) -> Result<KeepAliveAnswer> {
         let message = tokio::time::timeout(STREAM_TIMEOUT, self.answers.message())
             .await
             .context("no keep-alive answer in time")?
@@ -287,6 +294,14 @@ impl RawKeepAlive {
             .context("the keep-alive stream ended")?;
         decode_keep_alive(&message)
     }
+}
+
+/// LeaseKeepAliveRequest { int64 ID = 1 }; an int64 is a varint of its two's complement.
+fn keep_alive_request(id: i64) -> Bytes {
+    let mut body = BytesMut::new();
+    body.put_u8(0x08);
+    put_varint(&mut body, id as u64);
+    body.freeze()
 }
 
 fn put_varint(buf: &mut BytesMut, mut n: u64) {
@@ -312,8 +327,11 @@ fn get_varint(buf: &mut &[u8]) -> Result<u64> {
     bail!("varint too long")
 }
 
-/// The (field number, wire type, varint value or length-delimited bytes) of each field.
-fn fields(mut buf: &[u8]) -> Result<Vec<(u64, u64, u64, Vec<u8>)>> {
+/// One protobuf field: (field number, wire type, varint value, length-delimited bytes).
+type Field = (u64, u64, u64, Vec<u8>);
+
+/// The fields of a message, fixed-width ones skipped.
+fn fields(mut buf: &[u8]) -> Result<Vec<Field>> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         let tag = get_varint(&mut buf)?;

@@ -4,16 +4,19 @@
 //! A snapshot file is Concord's own format (not etcd's bbolt file): a magic line, then
 //! one record per stored entry of every state column family taken from one RocksDB
 //! snapshot (column family index u8, key length u32 BE, key, value length u32 BE,
-//! value), then an end marker (0xFF) and the FNV-1a 64 checksum of everything before
-//! it, so truncation and corruption are detected at restore. Raft bookkeeping (applied
-//! log id, membership) is not included: a restored member starts a new one-member
-//! cluster on the same keyspace, as `etcdctl snapshot restore` does.
+//! value), then an end marker (0xFF), zero padding to a multiple of 512 bytes, and the
+//! SHA-256 of everything before it. That trailer is what etcd's snapshot stream ends
+//! with and what `etcdctl snapshot save` checks for; restore verifies it, so truncation
+//! and corruption are detected. Raft bookkeeping (applied log id, membership) is not
+//! included: a restored member starts a new one-member cluster on the same keyspace, as
+//! `etcdctl snapshot restore` does.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use rocksdb::{DB, IteratorMode, WriteBatch};
+use sha2::{Digest, Sha256};
 
 use crate::encoding::{HistoryEntry, keyrev_key, split_keyrev_key};
 use crate::error::{KernelError, KernelResult};
@@ -23,10 +26,13 @@ use crate::types::Revision;
 
 const MAGIC: &[u8] = b"CONCORD-SNAPSHOT-1\n";
 const END_OF_RECORDS: u8 = 0xFF;
+/// The data before the checksum is padded to a multiple of this (etcd's sector size).
+const PADDING_UNIT: u64 = 512;
+const CHECKSUM_LEN: u64 = 32;
 /// Records between two progress log lines.
 const PROGRESS_EVERY: u64 = 100_000;
 
-/// FNV-1a, 64 and 32 bits: small, stable, dependency-free checksums.
+/// FNV-1a (64 bits, folded to 32 for etcd's hash fields): a small, stable hash.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fnv64(u64);
 
@@ -42,10 +48,6 @@ impl Fnv64 {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
-    }
-
-    pub(crate) fn finish(self) -> u64 {
-        self.0
     }
 
     /// The 64-bit hash folded to 32 bits, for the etcd hash fields.
@@ -122,7 +124,7 @@ pub(crate) fn write_snapshot(db: &DB, path: &Path) -> KernelResult<SnapshotInfo>
     let file = File::create(path).map_err(|e| io_error("cannot create", path, e))?;
     let mut out = ChecksummedWriter {
         inner: BufWriter::new(file),
-        hash: Fnv64::default(),
+        hash: Sha256::new(),
         bytes: 0,
     };
     let write = |out: &mut ChecksummedWriter, bytes: &[u8]| {
@@ -146,9 +148,11 @@ pub(crate) fn write_snapshot(db: &DB, path: &Path) -> KernelResult<SnapshotInfo>
         Ok(())
     })?;
     write(&mut out, &[END_OF_RECORDS])?;
-    let checksum = out.hash.finish();
+    let padding = (PADDING_UNIT - out.bytes % PADDING_UNIT) % PADDING_UNIT;
+    write(&mut out, &vec![0u8; padding as usize])?;
+    let checksum = out.hash.finalize_reset();
     out.inner
-        .write_all(&checksum.to_be_bytes())
+        .write_all(&checksum)
         .map_err(|e| io_error("cannot write", path, e))?;
     let file = out
         .inner
@@ -159,7 +163,7 @@ pub(crate) fn write_snapshot(db: &DB, path: &Path) -> KernelResult<SnapshotInfo>
     let info = SnapshotInfo {
         revision,
         records,
-        bytes: out.bytes + 8,
+        bytes: out.bytes + CHECKSUM_LEN,
     };
     tracing::info!(?info, path = %path.display(), "snapshot written");
     Ok(info)
@@ -167,7 +171,7 @@ pub(crate) fn write_snapshot(db: &DB, path: &Path) -> KernelResult<SnapshotInfo>
 
 struct ChecksummedWriter {
     inner: BufWriter<File>,
-    hash: Fnv64,
+    hash: Sha256,
     bytes: u64,
 }
 
@@ -184,9 +188,11 @@ impl Write for ChecksummedWriter {
     }
 }
 
+/// Reads the data part of a snapshot file (everything before the checksum), hashing
+/// what it reads.
 struct ChecksummedReader {
-    inner: BufReader<File>,
-    hash: Fnv64,
+    inner: BufReader<std::io::Take<File>>,
+    hash: Sha256,
 }
 
 impl ChecksummedReader {
@@ -211,6 +217,10 @@ impl ChecksummedReader {
     }
 }
 
+fn corrupt_snapshot(path: &Path, what: &str) -> KernelError {
+    KernelError::Storage(format!("snapshot {} is corrupt: {what}", path.display()))
+}
+
 /// Fills the (new, empty) state store under `data_dir` from a snapshot file. Returns
 /// what it restored; refuses a data dir that already holds a state store.
 pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<SnapshotInfo> {
@@ -221,11 +231,31 @@ pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<Snapsh
             data_dir.display()
         )));
     }
-    let file = File::open(snapshot).map_err(|e| io_error("cannot open", snapshot, e))?;
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or_default();
+    let mut file = File::open(snapshot).map_err(|e| io_error("cannot open", snapshot, e))?;
+    let bytes = file
+        .metadata()
+        .map_err(|e| io_error("cannot read", snapshot, e))?
+        .len();
+    if bytes % PADDING_UNIT != CHECKSUM_LEN || bytes < PADDING_UNIT + CHECKSUM_LEN {
+        return Err(corrupt_snapshot(
+            snapshot,
+            &format!("{bytes} bytes is not a whole snapshot (truncated?)"),
+        ));
+    }
+    let data_len = bytes - CHECKSUM_LEN;
+    let mut trailer = [0u8; CHECKSUM_LEN as usize];
+    {
+        use std::io::{Seek, SeekFrom};
+        file.seek(SeekFrom::Start(data_len))
+            .map_err(|e| io_error("cannot read", snapshot, e))?;
+        file.read_exact(&mut trailer)
+            .map_err(|e| io_error("cannot read", snapshot, e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| io_error("cannot read", snapshot, e))?;
+    }
     let mut input = ChecksummedReader {
-        inner: BufReader::new(file),
-        hash: Fnv64::default(),
+        inner: BufReader::new(file.take(data_len)),
+        hash: Sha256::new(),
     };
     if input.exact(MAGIC.len(), snapshot)? != MAGIC {
         return Err(KernelError::Storage(format!(
@@ -241,10 +271,10 @@ pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<Snapsh
             break;
         }
         if usize::from(index) >= STATE_COLUMN_FAMILIES.len() {
-            return Err(KernelError::Storage(format!(
-                "snapshot {} has an unknown record type {index}",
-                snapshot.display()
-            )));
+            return Err(corrupt_snapshot(
+                snapshot,
+                &format!("unknown record type {index}"),
+            ));
         }
         let key_len = input.u32(snapshot)?;
         let key = input.exact(key_len, snapshot)?;
@@ -255,17 +285,17 @@ pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<Snapsh
             tracing::info!(records = records.len(), "reading snapshot");
         }
     }
-    let expected = input.hash.finish();
-    let mut trailer = [0u8; 8];
+    let mut padding = Vec::new();
     input
         .inner
-        .read_exact(&mut trailer)
-        .map_err(|e| io_error("snapshot checksum missing in", snapshot, e))?;
-    if u64::from_be_bytes(trailer) != expected {
-        return Err(KernelError::Storage(format!(
-            "snapshot {} is corrupt (checksum mismatch)",
-            snapshot.display()
-        )));
+        .read_to_end(&mut padding)
+        .map_err(|e| io_error("cannot read", snapshot, e))?;
+    input.hash.update(&padding);
+    if padding.iter().any(|b| *b != 0) {
+        return Err(corrupt_snapshot(snapshot, "data after the last record"));
+    }
+    if input.hash.finalize().as_slice() != trailer {
+        return Err(corrupt_snapshot(snapshot, "SHA-256 checksum mismatch"));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| io_error("cannot create", data_dir, e))?;
     let db = open_state_db(&state_path)?;
@@ -297,25 +327,37 @@ mod tests {
     fn fnv_is_stable() {
         let mut h = Fnv64::default();
         h.update(b"a");
-        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(h.finish32(), 0xaf63_dc4c ^ 0x8601_ec8c);
     }
 
     #[test]
-    fn a_truncated_or_foreign_file_is_refused() {
+    fn files_end_with_etcds_checksum_trailer_and_bad_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_state_db(&dir.path().join("source")).unwrap();
         let file = dir.path().join("snap");
         let info = write_snapshot(&db, &file).unwrap();
         assert_eq!(info.revision, 1);
         let full = std::fs::read(&file).unwrap();
+        assert_eq!(full.len() as u64, info.bytes);
+        // What `etcdctl snapshot save` checks: size % 512 == 32, SHA-256 at the end.
+        assert_eq!(full.len() % 512, 32);
+        let (data, checksum) = full.split_at(full.len() - 32);
+        assert_eq!(Sha256::digest(data).as_slice(), checksum);
         std::fs::write(&file, &full[..full.len() - 3]).unwrap();
         let err = restore_snapshot(&file, &dir.path().join("a")).unwrap_err();
-        assert!(err.to_string().contains("checksum"), "{err}");
-        std::fs::write(&file, b"PK\x03\x04 not ours").unwrap();
+        assert!(err.to_string().contains("not a whole snapshot"), "{err}");
+        let mut flipped = full.clone();
+        flipped[MAGIC.len() + 2] ^= 1;
+        std::fs::write(&file, &flipped).unwrap();
         let err = restore_snapshot(&file, &dir.path().join("b")).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        let mut foreign = vec![0u8; 512 + 32];
+        foreign[..4].copy_from_slice(b"PK\x03\x04");
+        std::fs::write(&file, &foreign).unwrap();
+        let err = restore_snapshot(&file, &dir.path().join("c")).unwrap_err();
         assert!(err.to_string().contains("not a Concord snapshot"), "{err}");
         std::fs::write(&file, &full).unwrap();
-        let restored = restore_snapshot(&file, &dir.path().join("c")).unwrap();
+        let restored = restore_snapshot(&file, &dir.path().join("d")).unwrap();
         assert_eq!(restored.records, info.records);
     }
 }

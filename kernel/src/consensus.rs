@@ -36,6 +36,9 @@ pub enum Command {
         alarm: Alarm,
         active: bool,
     },
+    /// Several clients' commands proposed together as one log entry (one fsync, one
+    /// Raft round), applied one after the other with their own outcomes.
+    Batch(Vec<Command>),
 }
 
 /// What applying a command produced.
@@ -52,6 +55,8 @@ pub enum CommandReply {
     LeaseRevoked {
         revision: Revision,
     },
+    /// One outcome per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandOutcome>),
     /// Blank and membership entries.
     Internal,
 }

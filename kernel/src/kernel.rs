@@ -14,10 +14,11 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::alarm::Alarms;
 use crate::backup::{self, SnapshotInfo};
-use crate::consensus::{Command, CommandReply, Raft, SingleMemberNetwork};
+use crate::consensus::{Command, CommandOutcome, CommandReply, Raft, SingleMemberNetwork};
 use crate::error::{KernelError, KernelResult};
 use crate::lease::{Lessor, MAX_LEASE_TTL};
 use crate::log_store::{LogStore, open_log_db, read_local_meta, write_local_meta};
@@ -160,8 +161,103 @@ struct Inner {
     hub: WatchHub,
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
+    /// Commands waiting for [`run_proposer`].
+    proposals: mpsc::UnboundedSender<Proposal>,
     /// Low bits of generated lease ids.
     lease_counter: AtomicU64,
+}
+
+/// Commands proposed together in one log entry, at most.
+const MAX_BATCH_COMMANDS: usize = 512;
+/// Encoded bytes of the commands in one log entry, at most (a single command may be up
+/// to `max_request_bytes` on its own).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Log entries the proposer keeps in flight; further commands wait and are batched.
+const MAX_ENTRIES_IN_FLIGHT: usize = 2;
+
+/// A command waiting to be proposed, and where its outcome goes.
+struct Proposal {
+    command: Command,
+    size: usize,
+    reply: oneshot::Sender<CommandOutcome>,
+}
+
+/// Proposes queued commands until every kernel handle is gone: one command alone as
+/// itself, several as one [`Command::Batch`] entry, with a bounded number of entries in
+/// flight, so that under load many writes share one Raft round and one fsync.
+async fn run_proposer(raft: Raft, mut queue: mpsc::UnboundedReceiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    let mut carried: Option<Proposal> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match queue.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_COMMANDS {
+            let Ok(next) = queue.try_recv() else {
+                break;
+            };
+            if bytes + next.size > MAX_BATCH_BYTES {
+                carried = Some(next);
+                break;
+            }
+            bytes += next.size;
+            batch.push(next);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            propose_entry(&raft, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn propose_entry(raft: &Raft, mut batch: Vec<Proposal>) {
+    if batch.len() == 1 {
+        if let Some(single) = batch.pop() {
+            let outcome = match raft.client_write(single.command).await {
+                Ok(resp) => resp.data,
+                Err(e) => Err(map_write_error(e)),
+            };
+            let _ = single.reply.send(outcome);
+        }
+        return;
+    }
+    let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<CommandOutcome>>) =
+        batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let count = replies.len();
+    match raft.client_write(Command::Batch(commands)).await {
+        Ok(resp) => match resp.data {
+            Ok(CommandReply::Batch(outcomes)) if outcomes.len() == count => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            other => {
+                let error = match other {
+                    Err(e) => e,
+                    Ok(_) => KernelError::Storage("batch produced no batch reply".into()),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        },
+        Err(e) => {
+            let error = map_write_error(e);
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
 }
 
 /// How often the leader looks for leases that ran out.
@@ -268,6 +364,8 @@ impl Kernel {
         // extend; leadership does, as etcd's promotion does.
         StateMachine::restore_lease_clocks(&state_db, &lessor, config.election_timeout)?;
         StateMachine::restore_alarms(&state_db, &alarms)?;
+        let (proposals, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run_proposer(raft.clone(), queue));
         let kernel = Kernel {
             inner: Arc::new(Inner {
                 raft,
@@ -279,6 +377,7 @@ impl Kernel {
                 lessor,
                 alarms,
                 lease_counter: AtomicU64::new(0),
+                proposals,
             }),
         };
         tokio::spawn(run_lessor(Arc::downgrade(&kernel.inner)));
@@ -433,13 +532,16 @@ impl Kernel {
         if size > self.inner.config.max_request_bytes {
             return Err(KernelError::RequestTooLarge);
         }
-        let resp = self
-            .inner
-            .raft
-            .client_write(command)
-            .await
-            .map_err(map_write_error)?;
-        resp.data
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .proposals
+            .send(Proposal {
+                command,
+                size,
+                reply,
+            })
+            .map_err(|_| KernelError::Shutdown)?;
+        outcome.await.map_err(|_| KernelError::Shutdown)?
     }
 
     /// The revision of the latest applied write on this member.

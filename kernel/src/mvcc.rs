@@ -682,7 +682,9 @@ impl MvccWriter {
         let keyrev = cf(&self.db, CF_KV_KEYREV)?;
         let hist = cf(&self.db, CF_KV_HIST)?;
         let mut removed = 0;
-        let end = hist_key(revision, 0);
+        // Revisions at the compaction point are compacted too: only a put that is still
+        // the newest version of its key there survives (a delete there is dropped).
+        let end = hist_key(revision + 1, 0);
         let iter = self.db.iterator_cf(hist, IteratorMode::Start);
         for item in iter {
             let (raw_hist, key) = item?;

@@ -26,8 +26,12 @@ use crate::watch::{RevisionEvents, WatchHub};
 
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
+/// How far the state machine got inside a batch entry: (log id, index of the last
+/// command applied). Written with each command of a batch, so that a crash in the middle
+/// of one resumes after the commands already applied instead of applying them twice.
+const META_BATCH_PROGRESS: &[u8] = b"batch_progress";
 /// Raft's own records in the `meta` column family (not part of the keyspace's state).
-pub(crate) const RAFT_META_KEYS: [&[u8]; 2] = [META_APPLIED, META_MEMBERSHIP];
+pub(crate) const RAFT_META_KEYS: [&[u8]; 3] = [META_APPLIED, META_MEMBERSHIP, META_BATCH_PROGRESS];
 
 type Membership = StoredMembership<u64, BasicNode>;
 /// The last snapshot built or installed, shared with the snapshot builder.
@@ -188,6 +192,9 @@ impl StateMachine {
                 }
                 Ok(CommandReply::Internal)
             }
+            Command::Batch(_) => Err(KernelError::Storage(
+                "a command batch is applied by apply_batch".into(),
+            )),
             Command::SetAlarm { alarm, active } => {
                 let mut alarms = stored_alarms(&self.db)?;
                 alarms.retain(|a| a != alarm);
@@ -205,6 +212,78 @@ impl StateMachine {
                 Ok(CommandReply::Internal)
             }
         }
+    }
+
+    /// Executes one command into `batch`; a failed command leaves `batch` and `effects`
+    /// empty (it changes nothing but the applied mark).
+    fn execute_one(
+        &self,
+        command: &Command,
+        batch: &mut WriteBatch,
+        effects: &mut Effects,
+    ) -> CommandOutcome {
+        let outcome = self.execute(command, batch, effects);
+        if outcome.is_err() {
+            *batch = WriteBatch::default();
+            *effects = Effects::default();
+        }
+        outcome
+    }
+
+    /// Applies a batch entry command by command: each one is written (with the batch
+    /// progress mark) before the next runs, so each sees the ones before it; the last
+    /// write also records the entry as applied. After a crash in the middle, the
+    /// commands up to the progress mark are skipped (their clients were never answered).
+    fn apply_batch(
+        &self,
+        log_id: LogId,
+        commands: &[Command],
+    ) -> Result<CommandReply, StorageError> {
+        let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
+        let done: Option<(LogId, usize)> =
+            Self::read_meta(&self.db, ReadOptions::default(), META_BATCH_PROGRESS)?;
+        let resume_after = done.filter(|(id, _)| *id == log_id).map(|(_, index)| index);
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for (index, command) in commands.iter().enumerate() {
+            if resume_after.is_some_and(|last| index <= last) {
+                outcomes.push(Err(KernelError::Storage(
+                    "applied before a restart; outcome unknown".into(),
+                )));
+                continue;
+            }
+            let mut batch = WriteBatch::default();
+            let mut effects = Effects::default();
+            let outcome = if matches!(command, Command::Batch(_)) {
+                Err(KernelError::Storage("nested command batch".into()))
+            } else {
+                self.execute_one(command, &mut batch, &mut effects)
+            };
+            batch.put_cf(
+                cf_meta,
+                META_BATCH_PROGRESS,
+                postcard::to_allocvec(&(log_id, index)).map_err(sm_err)?,
+            );
+            if index + 1 == commands.len() {
+                batch.put_cf(
+                    cf_meta,
+                    META_APPLIED,
+                    postcard::to_allocvec(&Some(log_id)).map_err(sm_err)?,
+                );
+            }
+            self.db.write(batch).map_err(sm_err)?;
+            self.carry_out(effects);
+            outcomes.push(outcome);
+        }
+        if commands.is_empty() {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                cf_meta,
+                META_APPLIED,
+                postcard::to_allocvec(&Some(log_id)).map_err(sm_err)?,
+            );
+            self.db.write(batch).map_err(sm_err)?;
+        }
+        Ok(CommandReply::Batch(outcomes))
     }
 
     /// Restarts the lease clocks from storage (at start-up and after a snapshot install).
@@ -265,18 +344,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
         let mut outcomes = Vec::new();
         for entry in entries {
+            if let EntryPayload::Normal(Command::Batch(commands)) = &entry.payload {
+                outcomes.push(Ok(self.apply_batch(entry.log_id, commands)?));
+                continue;
+            }
             let mut batch = WriteBatch::default();
             let mut effects = Effects::default();
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Ok(CommandReply::Internal),
                 EntryPayload::Normal(command) => {
-                    let outcome = self.execute(command, &mut batch, &mut effects);
-                    if outcome.is_err() {
-                        // A failed command changes nothing but the applied mark.
-                        batch = WriteBatch::default();
-                        effects = Effects::default();
-                    }
-                    outcome
+                    self.execute_one(command, &mut batch, &mut effects)
                 }
                 EntryPayload::Membership(m) => {
                     let stored = Membership::new(Some(entry.log_id), m.clone());
@@ -386,9 +463,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .iterator_cf_opt(handle, options(), IteratorMode::Start)
             {
                 let (key, value) = item.map_err(sm_err)?;
-                if name == CF_META
-                    && (key.as_ref() == META_APPLIED || key.as_ref() == META_MEMBERSHIP)
-                {
+                if name == CF_META && RAFT_META_KEYS.contains(&key.as_ref()) {
                     continue;
                 }
                 records.push((name.to_string(), key.to_vec(), value.to_vec()));
@@ -422,5 +497,125 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry};
+
+    use super::*;
+    use crate::types::{PutRequest, RangeRequest};
+
+    fn put(key: &str) -> Command {
+        Command::Txn(TxnRequest {
+            compare: Vec::new(),
+            success: vec![RequestOp::Put(PutRequest {
+                key: key.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })],
+            failure: Vec::new(),
+        })
+    }
+
+    fn entry(index: u64, command: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    fn revision_of(db: &DB, key: &str) -> Option<i64> {
+        let resp = crate::mvcc::range(
+            &ReadView::live(db),
+            &RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        resp.kvs.first().map(|kv| kv.mod_revision)
+    }
+
+    #[tokio::test]
+    async fn a_batch_gives_each_command_its_own_revision_and_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_state_db(dir.path()).unwrap();
+        let mut sm = StateMachine::new(
+            db.clone(),
+            WatchHub::new(),
+            Default::default(),
+            Default::default(),
+        );
+        let bad_lease = Command::Txn(TxnRequest {
+            compare: Vec::new(),
+            success: vec![RequestOp::Put(PutRequest {
+                key: b"c".to_vec(),
+                lease: 99,
+                ..Default::default()
+            })],
+            failure: Vec::new(),
+        });
+        let outcomes = sm
+            .apply([entry(
+                1,
+                Command::Batch(vec![put("a"), bad_lease, put("b")]),
+            )])
+            .await
+            .unwrap();
+        let Ok(CommandReply::Batch(inner)) = &outcomes[0] else {
+            panic!("{outcomes:?}");
+        };
+        assert!(inner[0].is_ok() && inner[2].is_ok());
+        assert_eq!(inner[1], Err(KernelError::LeaseNotFound));
+        assert_eq!(
+            (revision_of(&db, "a"), revision_of(&db, "b")),
+            (Some(2), Some(3))
+        );
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|id| id.index), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_batch_interrupted_by_a_crash_resumes_after_what_it_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_state_db(dir.path()).unwrap();
+        let mut sm = StateMachine::new(
+            db.clone(),
+            WatchHub::new(),
+            Default::default(),
+            Default::default(),
+        );
+        // The state a crash leaves after the first two commands of entry 1 were written:
+        // their data and the progress mark, but not the applied mark.
+        sm.apply([entry(1, Command::Batch(vec![put("a"), put("b")]))])
+            .await
+            .unwrap();
+        let mut rollback = WriteBatch::default();
+        rollback.delete_cf(cf(&db, CF_META).unwrap(), META_APPLIED);
+        db.write(rollback).unwrap();
+        // openraft applies entry 1 again after the restart.
+        let outcomes = sm
+            .apply([entry(1, Command::Batch(vec![put("a"), put("b"), put("c")]))])
+            .await
+            .unwrap();
+        let Ok(CommandReply::Batch(inner)) = &outcomes[0] else {
+            panic!("{outcomes:?}");
+        };
+        assert!(
+            inner[0].is_err() && inner[1].is_err(),
+            "skipped, not re-applied"
+        );
+        assert!(inner[2].is_ok());
+        assert_eq!(
+            (
+                revision_of(&db, "a"),
+                revision_of(&db, "b"),
+                revision_of(&db, "c")
+            ),
+            (Some(2), Some(3), Some(4))
+        );
+        assert_eq!(ReadView::live(&db).revision().unwrap(), 4);
     }
 }

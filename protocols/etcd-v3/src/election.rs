@@ -18,7 +18,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::concurrency::{self, prefix_end};
 use crate::convert;
 use crate::pb::v3electionpb::{self as pb, election_server::Election};
-use crate::status::to_status;
+use crate::status::to_unknown_status;
 
 pub const NOT_LEADER: &str = "election: not leader";
 pub const NO_LEADER: &str = "election: no leader";
@@ -67,7 +67,7 @@ impl Election for ElectionService {
         let prefix = election_prefix(&req.name);
         let entry = concurrency::join(&self.kernel, &prefix, req.lease, req.value.clone())
             .await
-            .map_err(|e| to_status(&e))?;
+            .map_err(|e| to_unknown_status(&e))?;
         let leader = pb::LeaderKey {
             name: req.name,
             key: entry.key,
@@ -86,12 +86,12 @@ impl Election for ElectionService {
                     }),
                 ))
                 .await
-                .map_err(|e| to_status(&e))?;
+                .map_err(|e| to_unknown_status(&e))?;
         }
         concurrency::wait_older_deleted(&self.kernel, &prefix, entry.create_revision - 1)
             .await
-            .map_err(|e| to_status(&e))?;
-        let revision = self.kernel.revision().map_err(|e| to_status(&e))?;
+            .map_err(|e| to_unknown_status(&e))?;
+        let revision = self.kernel.revision().map_err(|e| to_unknown_status(&e))?;
         Ok(Response::new(pb::CampaignResponse {
             header: convert::header(self.kernel.header(revision)),
             leader: Some(leader),
@@ -118,7 +118,7 @@ impl Election for ElectionService {
                 }),
             ))
             .await
-            .map_err(|e| to_status(&e))?;
+            .map_err(|e| to_unknown_status(&e))?;
         if !resp.succeeded {
             return Err(Status::new(Code::Unknown, NOT_LEADER));
         }
@@ -132,10 +132,10 @@ impl Election for ElectionService {
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
         let prefix = election_prefix(&request.into_inner().name);
-        let revision = self.kernel.revision().map_err(|e| to_status(&e))?;
+        let revision = self.kernel.revision().map_err(|e| to_unknown_status(&e))?;
         match concurrency::first(&self.kernel, &prefix)
             .await
-            .map_err(|e| to_status(&e))?
+            .map_err(|e| to_unknown_status(&e))?
         {
             Some(kv) => Ok(Response::new(pb::LeaderResponse {
                 header: convert::header(self.kernel.header(revision)),
@@ -156,7 +156,7 @@ impl Election for ElectionService {
         let kernel = self.kernel.clone();
         tokio::spawn(async move {
             if let Err(e) = observe(&kernel, &prefix, &out).await {
-                let _ = out.send(Err(to_status(&e))).await;
+                let _ = out.send(Err(to_unknown_status(&e))).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
@@ -181,7 +181,7 @@ impl Election for ElectionService {
                 }),
             ))
             .await
-            .map_err(|e| to_status(&e))?;
+            .map_err(|e| to_unknown_status(&e))?;
         Ok(Response::new(pb::ResignResponse {
             header: convert::header(resp.header),
         }))

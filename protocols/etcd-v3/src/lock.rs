@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use crate::concurrency;
 use crate::convert;
 use crate::pb::v3lockpb::{self as pb, lock_server::Lock};
-use crate::status::to_status;
+use crate::status::to_unknown_status;
 
 #[derive(Debug, Clone)]
 pub struct LockService {
@@ -32,11 +32,11 @@ impl Lock for LockService {
         prefix.push(b'/');
         let entry = concurrency::join(&self.kernel, &prefix, req.lease, Vec::new())
             .await
-            .map_err(|e| to_status(&e))?;
+            .map_err(|e| to_unknown_status(&e))?;
         concurrency::wait_older_deleted(&self.kernel, &prefix, entry.create_revision - 1)
             .await
-            .map_err(|e| to_status(&e))?;
-        let revision = self.kernel.revision().map_err(|e| to_status(&e))?;
+            .map_err(|e| to_unknown_status(&e))?;
+        let revision = self.kernel.revision().map_err(|e| to_unknown_status(&e))?;
         Ok(Response::new(pb::LockResponse {
             header: convert::header(self.kernel.header(revision)),
             key: entry.key,
@@ -55,7 +55,7 @@ impl Lock for LockService {
                 prev_kv: false,
             })
             .await
-            .map_err(|e| to_status(&e))?;
+            .map_err(|e| to_unknown_status(&e))?;
         Ok(Response::new(pb::UnlockResponse {
             header: convert::header(deleted.header),
         }))

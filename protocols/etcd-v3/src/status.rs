@@ -47,6 +47,13 @@ pub fn to_status(error: &KernelError) -> Status {
     Status::new(code, message)
 }
 
+/// The status etcd's Lock and Election servers send for a kernel error: they pass the
+/// error of their internal client through as a plain error, so the code is `Unknown`
+/// while the message is etcd's usual one.
+pub fn to_unknown_status(error: &KernelError) -> Status {
+    Status::new(Code::Unknown, to_status(error).message())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
