@@ -148,6 +148,8 @@ pub struct Server {
     work: WorkDir,
     child: Option<Child>,
     starts: u32,
+    /// Storage quota given to the server (etcd's `--quota-backend-bytes`), if any.
+    quota_backend_bytes: Option<u64>,
 }
 
 impl Server {
@@ -162,11 +164,29 @@ impl Server {
 
     /// Starts `backend` on fresh ports, keeping its data in `dir/data` and its log in
     /// `dir/<backend>.log`; `dir` is left in place when the server is dropped.
+    /// Starts `backend` like [`Server::start`], with a storage quota of `bytes` (past it
+    /// the server raises the NOSPACE alarm and refuses writes that add data).
+    pub async fn start_with_quota(backend: Backend, bytes: u64) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("compat-{backend}-quota-"))
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        Self::launch_with(backend, WorkDir::Temp(dir), Some(bytes)).await
+    }
+
     pub async fn start_in(backend: Backend, dir: &Path) -> Result<Self> {
         Self::launch(backend, WorkDir::Given(dir.to_path_buf())).await
     }
 
     async fn launch(backend: Backend, work: WorkDir) -> Result<Self> {
+        Self::launch_with(backend, work, None).await
+    }
+
+    async fn launch_with(
+        backend: Backend,
+        work: WorkDir,
+        quota_backend_bytes: Option<u64>,
+    ) -> Result<Self> {
         let client_port = free_port()?;
         let mut peer_port = free_port()?;
         if peer_port == client_port {
@@ -179,6 +199,7 @@ impl Server {
             work,
             child: None,
             starts: 0,
+            quota_backend_bytes,
         };
         server.spawn()?;
         server.wait_ready().await?;
@@ -287,6 +308,9 @@ impl Server {
                     .arg(&peer_url)
                     .arg("--initial-cluster")
                     .arg(format!("{name}={peer_url}"));
+                if let Some(bytes) = self.quota_backend_bytes {
+                    command.arg("--quota-backend-bytes").arg(bytes.to_string());
+                }
                 command
             }
             Backend::Concord => {
@@ -307,6 +331,10 @@ impl Server {
                     .arg("--name")
                     .arg(name)
                     .env("CONCORD_NODE__PEER_URL", &peer_url);
+                if let Some(bytes) = self.quota_backend_bytes {
+                    // Through the environment on purpose: nested keys split on `__`.
+                    command.env("CONCORD_LIMITS__QUOTA_BACKEND_BYTES", bytes.to_string());
+                }
                 command
             }
         };

@@ -166,3 +166,84 @@ async fn status_alarm_defrag(s: Session) -> Result<()> {
 async fn status_alarms_and_defragment() -> Result<()> {
     on_each_backend(status_alarm_defrag).await
 }
+
+/// Past the storage quota the server raises NOSPACE and refuses puts (deletes and reads
+/// still work); compaction, defragmentation and a disarm make it writable again.
+async fn quota(backend: Backend) -> Result<()> {
+    const QUOTA: u64 = 2 * 1024 * 1024;
+    let server = Server::start_with_quota(backend, QUOTA).await?;
+    let mut c = server.client().await?;
+    let value = "v".repeat(64 * 1024);
+    let mut refused = None;
+    for i in 0..400 {
+        // The alarm is raised shortly after the quota is passed; keep writing until then.
+        match c.put(format!("big/{i:04}"), value.as_str(), None).await {
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.context("no put was refused past the quota")?;
+    let status = concord_compat_tests::check::grpc_status::<()>(Err(refused))?;
+    ensure_eq!(status.code(), tonic::Code::ResourceExhausted);
+    ensure_eq!(
+        status.message(),
+        "etcdserver: mvcc: database space exceeded"
+    );
+    let alarms = c.alarm(AlarmAction::Get, AlarmType::None, None).await?;
+    ensure_eq!(
+        alarms
+            .alarms()
+            .iter()
+            .map(|a| a.alarm())
+            .collect::<Vec<_>>(),
+        vec![AlarmType::Nospace]
+    );
+    ensure!(
+        c.get("big/0000", None).await?.count() == 1,
+        "reads still work"
+    );
+    let deleted = c
+        .delete(
+            "big/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await?;
+    ensure!(deleted.deleted() > 0, "deletes still work");
+    let rev = revision(deleted.header())?;
+    c.compact(rev, None).await?;
+    c.defragment().await?;
+    let member = alarms.alarms()[0].member_id();
+    c.alarm(
+        AlarmAction::Deactivate,
+        AlarmType::Nospace,
+        Some({
+            let mut options = etcd_client::AlarmOptions::new();
+            options.with_member(member);
+            options
+        }),
+    )
+    .await?;
+    let after = c.alarm(AlarmAction::Get, AlarmType::None, None).await?;
+    ensure!(
+        after.alarms().is_empty(),
+        "{} alarm(s) left",
+        after.alarms().len()
+    );
+    c.put("small", "ok", None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn quota_raises_nospace_and_disarm_after_defrag_restores_writes() -> Result<()> {
+    let mut failures = Vec::new();
+    for backend in concord_compat_tests::backends()? {
+        if let Err(e) = quota(backend).await {
+            failures.push(format!("on {backend}: {e:#}"));
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}

@@ -226,6 +226,18 @@ impl Settings {
                 "must be at least 1024".into(),
             ));
         }
+        if self.limits.quota_backend_bytes < 1024 * 1024 {
+            return Err(fail(
+                "limits.quota_backend_bytes",
+                "must be at least 1048576 (1 MiB)".into(),
+            ));
+        }
+        if self.raft.lease_checkpoint_interval_ms < 100 {
+            return Err(fail(
+                "raft.lease_checkpoint_interval_ms",
+                "must be at least 100".into(),
+            ));
+        }
         if self.raft.heartbeat_interval_ms == 0
             || self.raft.election_timeout_ms <= self.raft.heartbeat_interval_ms
         {
@@ -299,6 +311,16 @@ mod tests {
         };
         let settings = Settings::load_with_env(&args, no_env()).unwrap();
         assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn lease_and_quota_limits_are_checked() {
+        let file = write_config("[raft]\nlease_checkpoint_interval_ms = 5\n");
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "raft.lease_checkpoint_interval_ms");
+        let file = write_config("[limits]\nquota_backend_bytes = 10\n");
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "limits.quota_backend_bytes");
     }
 
     #[test]

@@ -173,7 +173,7 @@ const MAX_BATCH_COMMANDS: usize = 512;
 /// to `max_request_bytes` on its own).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Log entries the proposer keeps in flight; further commands wait and are batched.
-const MAX_ENTRIES_IN_FLIGHT: usize = 2;
+const MAX_ENTRIES_IN_FLIGHT: usize = 1;
 
 /// A command waiting to be proposed, and where its outcome goes.
 struct Proposal {
@@ -788,33 +788,25 @@ impl Kernel {
             .collect()
     }
 
-    /// Storage size on disk and in use, summed over both RocksDB instances.
+    /// Size of the state machine's storage (what etcd calls the backend: the Raft log
+    /// is not counted, as etcd does not count its WAL), and the part of it in use.
     fn storage_sizes(&self) -> (i64, i64) {
+        let db = &self.inner.state_db;
+        let property = |name: &str, cf_name: &str| -> u64 {
+            db.cf_handle(cf_name)
+                .and_then(|handle| db.property_int_value_cf(handle, name).ok().flatten())
+                .unwrap_or(0)
+        };
         let mut total = 0u64;
         let mut live = 0u64;
-        for db in [&self.inner.state_db, &self.inner.log_db] {
-            total += db
-                .property_int_value("rocksdb.total-sst-files-size")
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            total += db
-                .property_int_value("rocksdb.size-all-mem-tables")
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            live += db
-                .property_int_value("rocksdb.estimate-live-data-size")
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            live += db
-                .property_int_value("rocksdb.cur-size-all-mem-tables")
-                .ok()
-                .flatten()
-                .unwrap_or(0);
+        for cf_name in crate::mvcc::STATE_COLUMN_FAMILIES {
+            total += property("rocksdb.total-sst-files-size", cf_name);
+            total += property("rocksdb.size-all-mem-tables", cf_name);
+            live += property("rocksdb.estimate-live-data-size", cf_name);
+            live += property("rocksdb.cur-size-all-mem-tables", cf_name);
         }
-        (total as i64, live.min(total) as i64)
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        (as_i64(total), as_i64(live.min(total)))
     }
 
     pub async fn status(&self) -> KernelResult<NodeStatus> {
@@ -869,7 +861,8 @@ async fn run_lessor(inner: Weak<Inner>) {
                 Err(e) => tracing::warn!(lease = id, "cannot revoke expired lease: {e}"),
             }
         }
-        let over_quota = kernel.storage_sizes().0 as u64 > kernel.inner.config.quota_backend_bytes;
+        let over_quota = u64::try_from(kernel.storage_sizes().0).unwrap_or(0)
+            > kernel.inner.config.quota_backend_bytes;
         if over_quota && !kernel.inner.alarms.no_space() {
             let alarm = Alarm {
                 member_id: kernel.member_id(),

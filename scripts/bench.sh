@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the benchmarks side by side against a real etcd on this machine: the KV load
+# (Put and Range) and the watch fan-out load. Extra arguments go to both, e.g.
+# `scripts/bench.sh --seconds 20`. Builds the whole workspace first (building only the
+# bench crate would change feature unification and rebuild RocksDB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --test
+cargo build --release --workspace --all-targets
+target_dir="${CARGO_TARGET_DIR:-target}"
+"$target_dir/release/bench" "$@"
+"$target_dir/release/watch_bench" "$@"
