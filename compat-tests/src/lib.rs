@@ -37,4 +37,6 @@ pub mod server;
 pub mod streams;
 
 pub use etcdctl::{Etcdctl, Output, etcdctl};
-pub use server::{Backend, Server, Session, backends, connect, free_port, on_each_backend};
+pub use server::{
+    Backend, Server, ServerOptions, Session, backends, connect, free_port, on_each_backend,
+};

@@ -148,8 +148,41 @@ pub struct Server {
     work: WorkDir,
     child: Option<Child>,
     starts: u32,
-    /// Storage quota given to the server (etcd's `--quota-backend-bytes`), if any.
-    quota_backend_bytes: Option<u64>,
+    /// Settings beyond the defaults, as each backend takes them.
+    options: ServerOptions,
+}
+
+/// The same setting for both backends: etcd flags and the matching Concord `CONCORD_*`
+/// environment variables (nested keys split on `__`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub etcd_args: Vec<String>,
+    pub concord_env: Vec<(String, String)>,
+}
+
+impl ServerOptions {
+    /// A storage quota (past it the server raises NOSPACE and refuses writes that add
+    /// data).
+    pub fn quota_backend_bytes(mut self, bytes: u64) -> Self {
+        self.etcd_args
+            .extend(["--quota-backend-bytes".to_string(), bytes.to_string()]);
+        self.concord_env.push((
+            "CONCORD_LIMITS__QUOTA_BACKEND_BYTES".into(),
+            bytes.to_string(),
+        ));
+        self
+    }
+
+    /// Snapshot (and purge the Raft log) every `entries` applied entries.
+    pub fn snapshot_every(mut self, entries: u64) -> Self {
+        self.etcd_args
+            .extend(["--snapshot-count".to_string(), entries.to_string()]);
+        self.concord_env.push((
+            "CONCORD_RAFT__SNAPSHOT_EVERY_ENTRIES".into(),
+            entries.to_string(),
+        ));
+        self
+    }
 }
 
 impl Server {
@@ -164,14 +197,22 @@ impl Server {
 
     /// Starts `backend` on fresh ports, keeping its data in `dir/data` and its log in
     /// `dir/<backend>.log`; `dir` is left in place when the server is dropped.
-    /// Starts `backend` like [`Server::start`], with a storage quota of `bytes` (past it
-    /// the server raises the NOSPACE alarm and refuses writes that add data).
-    pub async fn start_with_quota(backend: Backend, bytes: u64) -> Result<Self> {
+    /// Starts `backend` like [`Server::start`], with `options`.
+    pub async fn start_with(backend: Backend, options: ServerOptions) -> Result<Self> {
         let dir = tempfile::Builder::new()
-            .prefix(&format!("compat-{backend}-quota-"))
+            .prefix(&format!("compat-{backend}-"))
             .tempdir()
             .context("cannot create a temporary directory")?;
-        Self::launch_with(backend, WorkDir::Temp(dir), Some(bytes)).await
+        Self::launch_with(backend, WorkDir::Temp(dir), options).await
+    }
+
+    /// Like [`Server::start_in`], with `options`.
+    pub async fn start_in_with(
+        backend: Backend,
+        dir: &Path,
+        options: ServerOptions,
+    ) -> Result<Self> {
+        Self::launch_with(backend, WorkDir::Given(dir.to_path_buf()), options).await
     }
 
     pub async fn start_in(backend: Backend, dir: &Path) -> Result<Self> {
@@ -179,14 +220,10 @@ impl Server {
     }
 
     async fn launch(backend: Backend, work: WorkDir) -> Result<Self> {
-        Self::launch_with(backend, work, None).await
+        Self::launch_with(backend, work, ServerOptions::default()).await
     }
 
-    async fn launch_with(
-        backend: Backend,
-        work: WorkDir,
-        quota_backend_bytes: Option<u64>,
-    ) -> Result<Self> {
+    async fn launch_with(backend: Backend, work: WorkDir, options: ServerOptions) -> Result<Self> {
         let client_port = free_port()?;
         let mut peer_port = free_port()?;
         if peer_port == client_port {
@@ -199,7 +236,7 @@ impl Server {
             work,
             child: None,
             starts: 0,
-            quota_backend_bytes,
+            options,
         };
         server.spawn()?;
         server.wait_ready().await?;
@@ -308,9 +345,7 @@ impl Server {
                     .arg(&peer_url)
                     .arg("--initial-cluster")
                     .arg(format!("{name}={peer_url}"));
-                if let Some(bytes) = self.quota_backend_bytes {
-                    command.arg("--quota-backend-bytes").arg(bytes.to_string());
-                }
+                command.args(&self.options.etcd_args);
                 command
             }
             Backend::Concord => {
@@ -331,10 +366,7 @@ impl Server {
                     .arg("--name")
                     .arg(name)
                     .env("CONCORD_NODE__PEER_URL", &peer_url);
-                if let Some(bytes) = self.quota_backend_bytes {
-                    // Through the environment on purpose: nested keys split on `__`.
-                    command.env("CONCORD_LIMITS__QUOTA_BACKEND_BYTES", bytes.to_string());
-                }
+                command.envs(self.options.concord_env.iter().map(|(k, v)| (k, v)));
                 command
             }
         };

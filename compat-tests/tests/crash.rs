@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use concord_compat_tests::check::pairs;
-use concord_compat_tests::{Backend, Server, backends, connect, ensure_eq};
+use concord_compat_tests::{Backend, Server, ServerOptions, backends, connect, ensure_eq};
 use etcd_client::GetOptions;
 
 const WRITERS: usize = 16;
@@ -116,9 +116,9 @@ async fn check_acked(server: &Server, acked: &[(String, String)]) -> Result<()> 
 
 /// `rounds` times: load, kill -9, restart on the same data directory; after each
 /// restart every put acknowledged so far must be readable.
-async fn survive_kills(backend: Backend, rounds: usize) -> Result<()> {
+async fn survive_kills(backend: Backend, rounds: usize, options: ServerOptions) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut server = Server::start_in(backend, dir.path()).await?;
+    let mut server = Server::start_in_with(backend, dir.path(), options).await?;
     let mut acked = Vec::new();
     for round in 0..rounds {
         acked.extend(load_then_kill(&mut server, round).await?);
@@ -133,10 +133,10 @@ async fn survive_kills(backend: Backend, rounds: usize) -> Result<()> {
     Ok(())
 }
 
-async fn on_each(rounds: usize) -> Result<()> {
+async fn on_each(rounds: usize, options: ServerOptions) -> Result<()> {
     for backend in backends()? {
         println!("=== {backend}");
-        survive_kills(backend, rounds)
+        survive_kills(backend, rounds, options.clone())
             .await
             .with_context(|| format!("on {backend}"))?;
     }
@@ -145,10 +145,17 @@ async fn on_each(rounds: usize) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_puts_survive_kill_9() -> Result<()> {
-    on_each(1).await
+    on_each(1, ServerOptions::default()).await
+}
+
+/// With a snapshot (and a purge of the Raft log behind it) every few entries, the kill
+/// also lands after purges: what was purged must already be durable in the state store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_puts_survive_kill_9_after_log_purges() -> Result<()> {
+    on_each(1, ServerOptions::default().snapshot_every(20)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_puts_survive_two_kills_and_restarts() -> Result<()> {
-    on_each(2).await
+    on_each(2, ServerOptions::default()).await
 }

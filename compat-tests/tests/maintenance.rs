@@ -8,7 +8,9 @@ use anyhow::{Context, Result, ensure};
 use concord_compat_tests::check::revision;
 use concord_compat_tests::restore::{restore_from, save_snapshot};
 use concord_compat_tests::streams::KvView;
-use concord_compat_tests::{Backend, Etcdctl, Server, Session, ensure_eq, on_each_backend};
+use concord_compat_tests::{
+    Backend, Etcdctl, Server, ServerOptions, Session, ensure_eq, on_each_backend,
+};
 use etcd_client::{AlarmAction, AlarmType, Client, GetOptions};
 use serde_json::Value;
 
@@ -171,7 +173,8 @@ async fn status_alarms_and_defragment() -> Result<()> {
 /// still work); compaction, defragmentation and a disarm make it writable again.
 async fn quota(backend: Backend) -> Result<()> {
     const QUOTA: u64 = 2 * 1024 * 1024;
-    let server = Server::start_with_quota(backend, QUOTA).await?;
+    let server =
+        Server::start_with(backend, ServerOptions::default().quota_backend_bytes(QUOTA)).await?;
     let mut c = server.client().await?;
     let value = "v".repeat(64 * 1024);
     let mut refused = None;

@@ -391,6 +391,11 @@ impl Kernel {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        // Applied writes skip the WAL (the Raft log replays them); flushing now only
+        // spares the next start that replay.
+        if let Err(e) = crate::state_machine::flush_state(&self.inner.state_db) {
+            tracing::warn!("cannot flush the state store at shutdown: {e}");
+        }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_RELEASE_TIMEOUT;
         while Arc::strong_count(&self.inner.log_db) > 1
             || Arc::strong_count(&self.inner.state_db) > 1
@@ -726,11 +731,11 @@ impl Kernel {
         let log_db = self.inner.log_db.clone();
         tokio::task::spawn_blocking(move || {
             for db in [&state_db, &log_db] {
-                db.flush()?;
-                for name in db_column_families(db) {
-                    if let Some(handle) = db.cf_handle(&name) {
-                        db.compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
-                    }
+                let names = db_column_families(db);
+                let handles: Vec<_> = names.iter().filter_map(|n| db.cf_handle(n)).collect();
+                db.flush_cfs_opt(&handles, &rocksdb::FlushOptions::default())?;
+                for handle in handles {
+                    db.compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
                 }
             }
             Ok::<_, KernelError>(())

@@ -13,7 +13,10 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership,
 };
-use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, ReadOptions, WriteBatch};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::{Alarms, META_ALARMS};
@@ -41,14 +44,43 @@ fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
 
+/// Opens (creating if needed) the state machine's database. Its writes skip RocksDB's
+/// WAL (see [`apply_write_options`]); `atomic_flush` makes every memtable flush cover all
+/// column families at once, so what survives a crash is always one consistent applied
+/// prefix of the log.
 pub fn open_state_db(path: &Path) -> KernelResult<Arc<DB>> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
+    opts.set_atomic_flush(true);
     let cfs = STATE_COLUMN_FAMILIES
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+}
+
+/// How applied entries are written: without RocksDB's WAL. The Raft log is the state
+/// machine's write-ahead log: it is fsync'd before anything is acknowledged, and after a
+/// crash openraft re-applies every entry after the last applied mark that reached an SST
+/// file. Log entries are purged only behind a Raft snapshot, and building one first
+/// flushes the memtables (see `SnapshotBuilder`), so no purged entry is missing from
+/// durable state.
+fn apply_write_options() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.disable_wal(true);
+    opts
+}
+
+/// Flushes every state column family's memtable to disk, atomically (one consistent
+/// point for data and applied mark). `DB::flush` alone covers only the default column
+/// family.
+pub(crate) fn flush_state(db: &DB) -> KernelResult<()> {
+    let handles = STATE_COLUMN_FAMILIES
+        .iter()
+        .map(|name| cf(db, name))
+        .collect::<KernelResult<Vec<_>>>()?;
+    db.flush_cfs_opt(&handles, &FlushOptions::default())?;
+    Ok(())
 }
 
 /// A full copy of the state machine, as shipped in a Raft snapshot.
@@ -270,7 +302,9 @@ impl StateMachine {
                     postcard::to_allocvec(&Some(log_id)).map_err(sm_err)?,
                 );
             }
-            self.db.write(batch).map_err(sm_err)?;
+            self.db
+                .write_opt(batch, &apply_write_options())
+                .map_err(sm_err)?;
             self.carry_out(effects);
             outcomes.push(outcome);
         }
@@ -281,7 +315,9 @@ impl StateMachine {
                 META_APPLIED,
                 postcard::to_allocvec(&Some(log_id)).map_err(sm_err)?,
             );
-            self.db.write(batch).map_err(sm_err)?;
+            self.db
+                .write_opt(batch, &apply_write_options())
+                .map_err(sm_err)?;
         }
         Ok(CommandReply::Batch(outcomes))
     }
@@ -370,7 +406,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 META_APPLIED,
                 postcard::to_allocvec(&Some(entry.log_id)).map_err(sm_err)?,
             );
-            self.db.write(batch).map_err(sm_err)?;
+            self.db
+                .write_opt(batch, &apply_write_options())
+                .map_err(sm_err)?;
             self.carry_out(effects);
             outcomes.push(outcome);
         }
@@ -417,8 +455,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             META_MEMBERSHIP,
             postcard::to_allocvec(&image.membership).map_err(sm_err)?,
         );
-        self.db.write(batch).map_err(sm_err)?;
-        self.db.flush_wal(true).map_err(sm_err)?;
+        self.db
+            .write_opt(batch, &apply_write_options())
+            .map_err(sm_err)?;
+        flush_state(&self.db).map_err(sm_err)?;
         Self::restore_lease_clocks(&self.db, &self.lessor, std::time::Duration::ZERO)
             .map_err(sm_err)?;
         Self::restore_alarms(&self.db, &self.alarms).map_err(sm_err)?;
@@ -445,7 +485,10 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // openraft purges the log behind a snapshot, and applied writes skip the WAL:
+        // take the snapshot, then flush, so everything it covers is durable.
         let snap = self.db.snapshot();
+        flush_state(&self.db).map_err(sm_err)?;
         let options = || {
             let mut o = ReadOptions::default();
             o.set_snapshot(&snap);
