@@ -598,3 +598,55 @@ async fn big_txn(s: Session) -> Result<()> {
 async fn a_txn_of_many_puts_is_one_revision_of_events() -> Result<()> {
     on_each_backend(big_txn).await
 }
+
+/// A revision whose events (with previous values) exceed the request size limit comes
+/// in several responses when the watch asked for fragments, in one otherwise.
+async fn fragments(s: Session) -> Result<()> {
+    const KEYS: usize = 5;
+    let mut c = s.client;
+    let value = |fill: char| fill.to_string().repeat(280 * 1024);
+    for i in 0..KEYS {
+        c.put(format!("frag/{i}"), value('a'), None).await?;
+    }
+    let ops: Vec<TxnOp> = (0..KEYS)
+        .map(|i| TxnOp::put(format!("frag/{i}"), value('b'), None))
+        .collect();
+    let rev = revision(c.txn(Txn::new().and_then(ops)).await?.header())?;
+    for (fragment, expect_split) in [(true, true), (false, false)] {
+        let mut options = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(rev);
+        if fragment {
+            options = options.with_fragment();
+        }
+        let (_watcher, mut stream) = c.watch("frag/", Some(options)).await?;
+        let mut sizes = Vec::new();
+        for _ in 0..20 {
+            if sizes.iter().sum::<usize>() >= KEYS {
+                break;
+            }
+            let resp = next_response(&mut stream).await?;
+            if !resp.events().is_empty() {
+                ensure_eq!(
+                    revision(resp.header())?,
+                    rev,
+                    "fragments share the revision"
+                );
+                sizes.push(resp.events().len());
+            }
+        }
+        ensure_eq!(sizes.iter().sum::<usize>(), KEYS, "{sizes:?}");
+        ensure_eq!(
+            sizes.len() > 1,
+            expect_split,
+            "fragment={fragment}: {sizes:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn large_revisions_are_fragmented_only_when_asked() -> Result<()> {
+    on_each_backend(fragments).await
+}
