@@ -2,7 +2,7 @@
 # Installs what building and testing Concord needs on a fresh Debian machine:
 #   build: clang + libclang-dev (RocksDB's bindings); tests: protobuf-compiler (the
 #   etcd-client test crate), etcd-server + etcd-client (differential tests against real
-#   etcd). Packages already present are not reinstalled.
+#   etcd), and the Python etcd3 client. What is already present is not reinstalled.
 set -euo pipefail
 want=(clang libclang-dev)
 if [ "${1:-}" = "--test" ]; then
@@ -18,4 +18,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ "${1:-}" = "--test" ]; then
+  # Python etcd3 0.12 needs protobuf < 4, and a tenacity old enough for its lock retries.
+  if ! python3 -c "import etcd3" >/dev/null 2>&1; then
+    echo "installing: python etcd3"
+    python3 -m pip install -q --disable-pip-version-check \
+      'etcd3==0.12.0' 'protobuf<4' 'tenacity==6.3.1' 2>&1 | grep -v "as the 'root' user" || true
+  fi
 fi
