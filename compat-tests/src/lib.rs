@@ -27,6 +27,7 @@
 //! configuration.
 
 pub mod background;
+pub mod bench_flags;
 pub mod check;
 pub mod diff;
 pub mod etcdctl;

@@ -55,7 +55,8 @@ impl Backend {
         }
     }
 
-    fn parse(name: &str) -> Result<Self> {
+    /// The backend named `etcd` or `concord`.
+    pub fn parse(name: &str) -> Result<Self> {
         Backend::ALL
             .into_iter()
             .find(|b| b.name() == name)

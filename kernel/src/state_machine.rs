@@ -276,6 +276,7 @@ impl StateMachine {
             Self::read_meta(&self.db, ReadOptions::default(), META_BATCH_PROGRESS)?;
         let resume_after = done.filter(|(id, _)| *id == log_id).map(|(_, index)| index);
         let mut outcomes = Vec::with_capacity(commands.len());
+        let mut applied_written = false;
         for (index, command) in commands.iter().enumerate() {
             if resume_after.is_some_and(|last| index <= last) {
                 outcomes.push(Err(KernelError::Storage(
@@ -296,30 +297,26 @@ impl StateMachine {
                 postcard::to_allocvec(&(log_id, index)).map_err(sm_err)?,
             );
             if index + 1 == commands.len() {
-                batch.put_cf(
-                    cf_meta,
-                    META_APPLIED,
-                    postcard::to_allocvec(&Some(log_id)).map_err(sm_err)?,
-                );
+                stage_applied(&mut batch, cf_meta, log_id)?;
+                applied_written = true;
             }
-            self.db
-                .write_opt(batch, &apply_write_options())
-                .map_err(sm_err)?;
+            self.write(batch)?;
             self.carry_out(effects);
             outcomes.push(outcome);
         }
-        if commands.is_empty() {
+        if !applied_written {
+            // An empty batch (or nothing left to re-apply) still moves the applied mark.
             let mut batch = WriteBatch::default();
-            batch.put_cf(
-                cf_meta,
-                META_APPLIED,
-                postcard::to_allocvec(&Some(log_id)).map_err(sm_err)?,
-            );
-            self.db
-                .write_opt(batch, &apply_write_options())
-                .map_err(sm_err)?;
+            stage_applied(&mut batch, cf_meta, log_id)?;
+            self.write(batch)?;
         }
         Ok(CommandReply::Batch(outcomes))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.db
+            .write_opt(batch, &apply_write_options())
+            .map_err(sm_err)
     }
 
     /// Restarts the lease clocks from storage (at start-up and after a snapshot install).
@@ -352,6 +349,20 @@ impl StateMachine {
             self.hub.publish(events);
         }
     }
+}
+
+/// Stages the applied log id: the last write of every entry carries it.
+fn stage_applied(
+    batch: &mut WriteBatch,
+    cf_meta: &rocksdb::ColumnFamily,
+    log_id: LogId,
+) -> Result<(), StorageError> {
+    batch.put_cf(
+        cf_meta,
+        META_APPLIED,
+        postcard::to_allocvec(&Some(log_id)).map_err(sm_err)?,
+    );
+    Ok(())
 }
 
 fn stored_alarms(db: &DB) -> KernelResult<Vec<Alarm>> {
@@ -401,14 +412,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Ok(CommandReply::Internal)
                 }
             };
-            batch.put_cf(
-                cf_meta,
-                META_APPLIED,
-                postcard::to_allocvec(&Some(entry.log_id)).map_err(sm_err)?,
-            );
-            self.db
-                .write_opt(batch, &apply_write_options())
-                .map_err(sm_err)?;
+            stage_applied(&mut batch, cf_meta, entry.log_id)?;
+            self.write(batch)?;
             self.carry_out(effects);
             outcomes.push(outcome);
         }
@@ -455,9 +460,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             META_MEMBERSHIP,
             postcard::to_allocvec(&image.membership).map_err(sm_err)?,
         );
-        self.db
-            .write_opt(batch, &apply_write_options())
-            .map_err(sm_err)?;
+        self.write(batch)?;
         flush_state(&self.db).map_err(sm_err)?;
         Self::restore_lease_clocks(&self.db, &self.lessor, std::time::Duration::ZERO)
             .map_err(sm_err)?;

@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use concord_compat_tests::bench_flags::{self, backends, count};
 use concord_compat_tests::{Backend, Server};
 use etcd_client::KvClient;
 use tokio::task::JoinSet;
@@ -47,37 +48,16 @@ impl Default for LoadShape {
 }
 
 impl LoadShape {
-    fn from_args(mut args: impl Iterator<Item = String>) -> Result<Self> {
+    fn from_args(args: impl Iterator<Item = String>) -> Result<Self> {
         let mut shape = Self::default();
-        while let Some(flag) = args.next() {
-            let value = args
-                .next()
-                .with_context(|| format!("{flag} needs a value"))?;
-            let number = || -> Result<u64> {
-                let n: u64 = value
-                    .parse()
-                    .with_context(|| format!("{flag}: {value:?} is not a number"))?;
-                if n == 0 {
-                    bail!("{flag} must be at least 1");
-                }
-                Ok(n)
-            };
+        for (flag, value) in bench_flags::pairs(args)? {
             match flag.as_str() {
-                "--seconds" => shape.seconds = number()?,
-                "--clients" => shape.clients = usize::try_from(number()?)?,
-                "--connections" => shape.connections = usize::try_from(number()?)?,
-                "--keys" => shape.keys = usize::try_from(number()?)?,
-                "--value-size" => shape.value_size = usize::try_from(number()?)?,
-                "--backends" => {
-                    shape.backends = value
-                        .split(',')
-                        .map(|name| match name.trim() {
-                            "etcd" => Ok(Backend::Etcd),
-                            "concord" => Ok(Backend::Concord),
-                            other => bail!("--backends: unknown backend {other:?}"),
-                        })
-                        .collect::<Result<_>>()?;
-                }
+                "--seconds" => shape.seconds = u64::try_from(count(&flag, &value)?)?,
+                "--clients" => shape.clients = count(&flag, &value)?,
+                "--connections" => shape.connections = count(&flag, &value)?,
+                "--keys" => shape.keys = count(&flag, &value)?,
+                "--value-size" => shape.value_size = count(&flag, &value)?,
+                "--backends" => shape.backends = backends(&flag, &value)?,
                 other => bail!("unknown flag {other}; see the module doc of bench.rs"),
             }
         }
