@@ -36,6 +36,7 @@ pub mod normalize;
 pub mod restore;
 pub mod server;
 pub mod streams;
+pub mod transcripts;
 
 pub use etcdctl::{Etcdctl, Output, etcdctl};
 pub use server::{

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use tokio::process::Command;
 
 use crate::etcdctl::{ETCDCTL_BIN, ETCDCTL_TIMEOUT};
-use crate::server::{Backend, MEMBER_NAME, Server, concord_bin, free_port};
+use crate::server::{Backend, MEMBER_NAME, Server, concord_command, free_port};
 
 /// Runs `etcdctl snapshot save FILE` against `endpoint`; fails unless it exits 0.
 pub async fn save_snapshot(endpoint: &str, file: &Path) -> Result<()> {
@@ -55,12 +55,7 @@ pub async fn restore_data_dir(backend: Backend, snapshot: &Path, dir: &Path) -> 
             command
         }
         Backend::Concord => {
-            let mut command = Command::new(concord_bin()?);
-            for (var, _) in std::env::vars_os() {
-                if var.to_string_lossy().starts_with("CONCORD_") {
-                    command.env_remove(var);
-                }
-            }
+            let mut command = Command::from(concord_command()?);
             command
                 .arg("restore")
                 .arg("--snapshot")

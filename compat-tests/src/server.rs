@@ -113,6 +113,19 @@ pub fn concord_bin() -> Result<PathBuf> {
         })
 }
 
+/// A command running the `concord` binary, without this harness's own `CONCORD_*`
+/// variables: Concord reads every `CONCORD_*` variable as configuration (and refuses
+/// unknown ones).
+pub fn concord_command() -> Result<Command> {
+    let mut command = Command::new(concord_bin()?);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("CONCORD_") {
+            command.env_remove(var);
+        }
+    }
+    Ok(command)
+}
+
 /// An etcd-client connection to `endpoint` (`127.0.0.1:PORT`), with bounded timeouts.
 pub async fn connect(endpoint: &str) -> Result<Client> {
     let options = ConnectOptions::new()
@@ -350,14 +363,7 @@ impl Server {
                 command
             }
             Backend::Concord => {
-                let mut command = Command::new(concord_bin()?);
-                // Concord reads every CONCORD_* variable as configuration (and refuses
-                // unknown ones, such as this harness's own): pass none of ours on.
-                for (var, _) in std::env::vars_os() {
-                    if var.to_string_lossy().starts_with("CONCORD_") {
-                        command.env_remove(var);
-                    }
-                }
+                let mut command = concord_command()?;
                 command
                     .arg("serve")
                     .arg("--data-dir")

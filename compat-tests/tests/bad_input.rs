@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::Bytes;
 use concord_compat_tests::check::expect_status;
+use concord_compat_tests::streams::RawCodec;
 use concord_compat_tests::{Session, ensure_eq, on_each_backend};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
 
@@ -132,44 +132,6 @@ async fn bad_revisions_and_keys(s: Session) -> Result<()> {
 #[tokio::test]
 async fn bad_revisions_and_empty_keys_are_refused() -> Result<()> {
     on_each_backend(bad_revisions_and_keys).await
-}
-
-/// A codec that sends and receives gRPC message bodies as raw bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }
 
 /// Calls `method` (`/package.Service/Method`) with `body` as the message, unparsed, and

@@ -9,10 +9,11 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use concord_compat_tests::fixture::{SORT_PUTS, SORTED_ASCENDING};
 use concord_compat_tests::normalize::Normalizer;
-use concord_compat_tests::{Backend, Server, backends, diff, etcdctl};
+use concord_compat_tests::transcripts::compare_with_etcd;
+use concord_compat_tests::{Server, etcdctl};
 
 /// One etcdctl invocation and what it reads on stdin.
 #[derive(Debug)]
@@ -185,35 +186,11 @@ async fn transcript(server: &Server) -> Result<String> {
 
 #[tokio::test]
 async fn etcdctl_session_matches_real_etcd() -> Result<()> {
-    let subject = if backends()?.contains(&Backend::Concord) {
-        Backend::Concord
-    } else {
-        Backend::Etcd
-    };
-    println!("comparing {subject} with real etcd");
-    let mut reference = Server::start(Backend::Etcd).await?;
-    let mut server = Server::start(subject).await?;
-    let expected = transcript(&reference).await?;
-    let actual = transcript(&server).await?;
-    reference.ensure_running()?;
-    server.ensure_running()?;
+    let expected = compare_with_etcd("differential", transcript).await?;
     println!(
         "{} steps, {} transcript lines",
         script().len(),
         expected.lines().count()
     );
-    if let Some(diff) = diff::lines(&expected, &actual) {
-        let kept = tempfile::Builder::new()
-            .prefix("compat-differential-")
-            .tempdir()?
-            .keep();
-        std::fs::write(kept.join("etcd.txt"), &expected)?;
-        std::fs::write(kept.join(format!("{subject}.txt")), &actual)?;
-        bail!(
-            "{subject} answered the etcdctl session differently from real etcd \
-             (- etcd, + {subject}; full transcripts in {}):\n{diff}",
-            kept.display()
-        );
-    }
     Ok(())
 }

@@ -13,10 +13,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use concord_compat_tests::background::Background;
 use concord_compat_tests::normalize::Normalizer;
-use concord_compat_tests::{Backend, Server, backends, diff, etcdctl};
+use concord_compat_tests::transcripts::compare_with_etcd;
+use concord_compat_tests::{Server, etcdctl};
 use regex::Regex;
 
 /// One step: an etcdctl run (`{lease}` stands for the last granted lease id), or a
@@ -148,31 +149,7 @@ async fn transcript(server: &Server) -> Result<String> {
 
 #[tokio::test]
 async fn etcdctl_watch_and_lease_session_matches_real_etcd() -> Result<()> {
-    let subject = if backends()?.contains(&Backend::Concord) {
-        Backend::Concord
-    } else {
-        Backend::Etcd
-    };
-    println!("comparing {subject} with real etcd");
-    let mut reference = Server::start(Backend::Etcd).await?;
-    let mut server = Server::start(subject).await?;
-    let expected = transcript(&reference).await?;
-    let actual = transcript(&server).await?;
-    reference.ensure_running()?;
-    server.ensure_running()?;
+    let expected = compare_with_etcd("differential-watch-lease", transcript).await?;
     println!("{} steps:\n{expected}", SCRIPT.len());
-    if let Some(diff) = diff::lines(&expected, &actual) {
-        let kept = tempfile::Builder::new()
-            .prefix("compat-differential-watch-lease-")
-            .tempdir()?
-            .keep();
-        std::fs::write(kept.join("etcd.txt"), &expected)?;
-        std::fs::write(kept.join(format!("{subject}.txt")), &actual)?;
-        bail!(
-            "{subject} answered the etcdctl session differently from real etcd \
-             (- etcd, + {subject}; full transcripts in {}):\n{diff}",
-            kept.display()
-        );
-    }
     Ok(())
 }

@@ -7,13 +7,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use concord_compat_tests::{Backend, Server, backends};
+use concord_compat_tests::Server;
+use concord_compat_tests::transcripts::compare_with_etcd;
 
 /// The session waits up to 10 s for a watch and 10 s for a lease to expire.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(90);
 
-async fn run_session(backend: Backend) -> Result<String> {
-    let server = Server::start(backend).await?;
+async fn run_session(server: &Server) -> Result<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/etcd3_session.py");
     let child = tokio::process::Command::new("python3")
         .arg(&script)
@@ -31,33 +31,22 @@ async fn run_session(backend: Backend) -> Result<String> {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         bail!(
-            "etcd3 session on {backend} failed ({}):\n{stdout}\n{}",
+            "etcd3 session on {} failed ({}):\n{stdout}\n{}",
+            server.backend(),
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    ensure!(
+        stdout.lines().count() >= 15,
+        "transcript too short:\n{stdout}"
+    );
     Ok(stdout)
 }
 
 #[tokio::test]
 async fn python_etcd3_session_matches_real_etcd() -> Result<()> {
-    let mut transcripts = Vec::new();
-    for backend in backends()? {
-        let transcript = run_session(backend).await?;
-        println!("=== {backend}\n{transcript}");
-        ensure!(
-            transcript.lines().count() >= 15,
-            "{backend}: transcript too short"
-        );
-        transcripts.push((backend, transcript));
-    }
-    if let [(_, etcd), (_, concord)] = transcripts.as_slice() {
-        let diff = concord_compat_tests::diff::lines(etcd, concord);
-        ensure!(
-            diff.is_none(),
-            "concord answered python etcd3 differently (- etcd, + concord):\n{}",
-            diff.unwrap_or_default()
-        );
-    }
+    let expected = compare_with_etcd("python-etcd3", run_session).await?;
+    println!("{expected}");
     Ok(())
 }
