@@ -161,6 +161,9 @@ struct Inner {
     hub: WatchHub,
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
+    /// The current Raft term, kept by [`follow_term`] (every response header carries
+    /// it; reading openraft's metrics for each one costs a lock).
+    term: Arc<AtomicU64>,
     /// Commands waiting for [`run_proposer`].
     proposals: mpsc::UnboundedSender<Proposal>,
     /// Low bits of generated lease ids.
@@ -257,6 +260,19 @@ async fn propose_entry(raft: &Raft, mut batch: Vec<Proposal>) {
                 let _ = reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+/// Keeps `term` equal to openraft's current term until the kernel is gone.
+async fn follow_term(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    term: Weak<AtomicU64>,
+) {
+    while metrics.changed().await.is_ok() {
+        let Some(term) = term.upgrade() else {
+            return;
+        };
+        term.store(metrics.borrow().current_term, Ordering::Relaxed);
     }
 }
 
@@ -364,6 +380,8 @@ impl Kernel {
         // extend; leadership does, as etcd's promotion does.
         StateMachine::restore_lease_clocks(&state_db, &lessor, config.election_timeout)?;
         StateMachine::restore_alarms(&state_db, &alarms)?;
+        let term = Arc::new(AtomicU64::new(raft.metrics().borrow().current_term));
+        tokio::spawn(follow_term(raft.metrics(), Arc::downgrade(&term)));
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(run_proposer(raft.clone(), queue));
         let kernel = Kernel {
@@ -377,6 +395,7 @@ impl Kernel {
                 lessor,
                 alarms,
                 lease_counter: AtomicU64::new(0),
+                term,
                 proposals,
             }),
         };
@@ -422,7 +441,7 @@ impl Kernel {
 
     /// The most recent Raft term this member has seen.
     pub fn raft_term(&self) -> u64 {
-        self.inner.raft.metrics().borrow().current_term
+        self.inner.term.load(Ordering::Relaxed)
     }
 
     /// A header stamped with this member's identity at `revision`.

@@ -239,22 +239,32 @@ struct WatchTask {
 
 impl WatchTask {
     async fn run(self, mut watcher: concord_kernel::Watcher) {
-        let mut progress = tokio::time::interval(PROGRESS_NOTIFY_INTERVAL);
-        progress.tick().await;
+        // Only watches that asked for progress notifications pay for a timer.
+        let mut progress = self
+            .progress_notify
+            .then(|| tokio::time::interval(PROGRESS_NOTIFY_INTERVAL));
+        if let Some(progress) = progress.as_mut() {
+            progress.tick().await;
+        }
         loop {
-            let next = tokio::select! {
-                next = watcher.next() => next,
-                _ = progress.tick(), if self.progress_notify => {
-                    let revision = self.kernel.revision().unwrap_or_default();
-                    if !self.send(self.response(revision, Vec::new())).await {
-                        return;
+            let next = match progress.as_mut() {
+                None => watcher.next().await,
+                Some(progress) => tokio::select! {
+                    next = watcher.next() => next,
+                    _ = progress.tick() => {
+                        let revision = self.kernel.revision().unwrap_or_default();
+                        if !self.send(self.response(revision, Vec::new())).await {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                },
             };
             match next {
                 Ok(batch) => {
-                    progress.reset();
+                    if let Some(progress) = progress.as_mut() {
+                        progress.reset();
+                    }
                     if !self.deliver(batch).await {
                         return;
                     }
