@@ -13,7 +13,9 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::KernelError;
-use crate::types::{Alarm, LeaseId, Revision, TxnRequest, TxnResponse};
+use crate::types::{
+    Alarm, LeaseId, Revision, TreeError, TreeOp, TreeOpResult, TxnRequest, TxnResponse,
+};
 
 /// A replicated write. Everything non-deterministic is decided before proposing and
 /// carried inside the command, so every member applies it identically.
@@ -36,6 +38,12 @@ pub enum Command {
         alarm: Alarm,
         active: bool,
     },
+    /// Tree operations (ZooKeeper's create/delete/setData/check and multi), all or
+    /// nothing at one revision; `now_ms` is the leader's clock for ctime/mtime.
+    Tree {
+        ops: Vec<TreeOp>,
+        now_ms: i64,
+    },
     /// Several clients' commands proposed together as one log entry (one fsync, one
     /// Raft round), applied one after the other with their own outcomes.
     Batch(Vec<Command>),
@@ -54,6 +62,10 @@ pub enum CommandReply {
     /// `revision` is the revision after the attached keys were deleted.
     LeaseRevoked {
         revision: Revision,
+    },
+    Tree {
+        revision: Revision,
+        outcome: Result<Vec<TreeOpResult>, (usize, TreeError)>,
     },
     /// One outcome per command of a [`Command::Batch`], in order.
     Batch(Vec<CommandOutcome>),

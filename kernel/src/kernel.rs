@@ -28,8 +28,8 @@ use crate::types::{
     Alarm, AlarmKind, CompactRequest, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
     LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseTimeToLiveResponse, Member, NodeStatus, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseHeader, ResponseOp, Revision, TxnRequest, TxnResponse,
-    WatchRequest,
+    RangeResponse, RequestOp, ResponseHeader, ResponseOp, Revision, TreeNode, TreeOp,
+    TreeTxnResponse, TxnRequest, TxnResponse, WatchRequest, ZnodeStat,
 };
 use crate::validate;
 use crate::watch::{WatchHub, Watcher};
@@ -781,6 +781,51 @@ impl Kernel {
 
     fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().current_leader == Some(self.member_id())
+    }
+
+    /// Runs tree operations (ZooKeeper create/delete/setData/check, or a multi of them)
+    /// all or nothing at one revision, with this leader's clock for ctime/mtime.
+    pub async fn tree_txn(&self, ops: Vec<TreeOp>) -> KernelResult<TreeTxnResponse> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or_default();
+        if ops
+            .iter()
+            .any(|op| matches!(op, TreeOp::Create { .. } | TreeOp::SetData { .. }))
+        {
+            self.refuse_if_no_space()?;
+        }
+        match self.propose(Command::Tree { ops, now_ms }).await? {
+            CommandReply::Tree { revision, outcome } => Ok(TreeTxnResponse {
+                header: self.header(revision),
+                outcome,
+            }),
+            _ => Err(KernelError::Storage(
+                "tree txn produced no tree reply".into(),
+            )),
+        }
+    }
+
+    /// A tree node (`/` always exists) as this member has it: data, Stat, ACL.
+    pub fn tree_node(&self, path: &str) -> KernelResult<Option<TreeNode>> {
+        let db = &self.inner.state_db;
+        crate::tree::node(db, &ReadView::snapshot(db), path.as_bytes())
+    }
+
+    /// The names of a tree node's direct children, in byte order, with the node's
+    /// Stat; `None` if the node does not exist.
+    pub fn tree_children(&self, path: &str) -> KernelResult<Option<(Vec<String>, ZnodeStat)>> {
+        let db = &self.inner.state_db;
+        let view = ReadView::snapshot(db);
+        let Some(node) = crate::tree::node(db, &view, path.as_bytes())? else {
+            return Ok(None);
+        };
+        let names = crate::tree::children(db, &view, path.as_bytes())?
+            .into_iter()
+            .map(|name| String::from_utf8_lossy(&name).into_owned())
+            .collect();
+        Ok(Some((names, node.stat)))
     }
 
     /// The members of the group (one, until clustering lands).

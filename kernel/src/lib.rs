@@ -14,6 +14,7 @@ mod mvcc;
 mod state_machine;
 #[cfg(test)]
 mod storage_suite;
+mod tree;
 pub mod types;
 mod validate;
 mod watch;
@@ -22,4 +23,5 @@ pub use backup::{SnapshotInfo, restore_snapshot};
 pub use error::{KernelError, KernelResult};
 pub use kernel::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Kernel, KernelConfig};
 pub use lease::MAX_LEASE_TTL;
+pub use tree::valid_path;
 pub use watch::{WatchEnd, Watcher};

@@ -126,20 +126,37 @@ impl RaftLogReader<TypeConfig> for LogReader {
 #[derive(Debug)]
 pub struct LogStore {
     reader: LogReader,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// `None` only while dropping.
+    flusher: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    flusher_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogStore {
+    /// Stops the flusher and waits for it, so that its handle on the database is gone
+    /// when the log store is: a RocksDB instance still open in a stray thread when the
+    /// process exits aborts it.
+    fn drop(&mut self) {
+        self.flusher.take();
+        if let Some(thread) = self.flusher_thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the raft log flusher panicked");
+        }
+    }
 }
 
 impl LogStore {
     pub fn new(db: Arc<DB>) -> KernelResult<LogStore> {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let flush_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-fsync".into())
             .spawn(move || run_flusher(&flush_db, &rx))
             .map_err(|e| KernelError::Storage(format!("cannot start log flusher: {e}")))?;
         Ok(LogStore {
             reader: LogReader { db },
-            flusher: tx,
+            flusher: Some(tx),
+            flusher_thread: Some(thread),
         })
     }
 
@@ -242,8 +259,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.db().write(batch).map_err(io_err)?;
         self.flusher
-            .send(callback)
-            .map_err(|_| io_err(KernelError::Storage("log flusher stopped".into())))
+            .as_ref()
+            .and_then(|flusher| flusher.send(callback).ok())
+            .ok_or_else(|| io_err(KernelError::Storage("log flusher stopped".into())))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

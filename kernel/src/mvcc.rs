@@ -26,13 +26,15 @@ pub const CF_KV_HIST: &str = "kv_hist";
 pub const CF_META: &str = "meta";
 pub const CF_LEASE: &str = "lease";
 pub const CF_LEASE_KEY: &str = "lease_key";
-pub const STATE_COLUMN_FAMILIES: [&str; 6] = [
+pub const CF_TREE_META: &str = "tree_meta";
+pub const STATE_COLUMN_FAMILIES: [&str; 7] = [
     CF_KV_LATEST,
     CF_KV_KEYREV,
     CF_KV_HIST,
     CF_META,
     CF_LEASE,
     CF_LEASE_KEY,
+    CF_TREE_META,
 ];
 
 pub const META_REVISION: &[u8] = b"revision";
@@ -146,7 +148,7 @@ impl<'a> ReadView<'a> {
         Ok(out)
     }
 
-    fn latest(&self, key: &[u8]) -> KernelResult<Option<StoredKv>> {
+    pub(crate) fn latest(&self, key: &[u8]) -> KernelResult<Option<StoredKv>> {
         match self.get(CF_KV_LATEST, key)? {
             None => Ok(None),
             Some(v) => StoredKv::decode(&v).map(Some).ok_or_else(|| corrupt("kv")),
@@ -615,17 +617,21 @@ impl MvccWriter {
     pub fn txn(&self, txn: &TxnRequest, batch: &mut WriteBatch) -> KernelResult<Applied> {
         let applied = execute_txn(ReadView::live(&self.db), txn)?;
         if !applied.changes.is_empty() {
-            self.stage_changes(applied.revision, &applied.changes, batch)?;
+            self.stage_changes(applied.revision, &applied.changes, BTreeMap::new(), batch)?;
         }
         Ok(applied)
     }
 
-    fn stage_changes(
+    /// Stages `changes` at `revision`, with the tree metadata that goes with them
+    /// (`tree_metas`: metadata of nodes a tree operation created or modified).
+    pub(crate) fn stage_changes(
         &self,
         revision: Revision,
         changes: &[Change],
+        tree_metas: BTreeMap<Vec<u8>, crate::tree::TreeMeta>,
         batch: &mut WriteBatch,
     ) -> KernelResult<()> {
+        crate::tree::stage_meta(&self.db, revision, changes, tree_metas, batch)?;
         let latest = cf(&self.db, CF_KV_LATEST)?;
         let keyrev = cf(&self.db, CF_KV_KEYREV)?;
         let hist = cf(&self.db, CF_KV_HIST)?;

@@ -24,6 +24,7 @@ use crate::consensus::{Command, CommandOutcome, CommandReply, LogId, StorageErro
 use crate::error::{KernelError, KernelResult};
 use crate::lease::{LeaseRecord, Lessor, lease_key};
 use crate::mvcc::{CF_LEASE, CF_META, MvccWriter, ReadView, STATE_COLUMN_FAMILIES, cf};
+use crate::tree::TreeExecutor;
 use crate::types::{Alarm, DeleteRangeRequest, RequestOp, TxnRequest};
 use crate::watch::{RevisionEvents, WatchHub};
 
@@ -227,6 +228,37 @@ impl StateMachine {
             Command::Batch(_) => Err(KernelError::Storage(
                 "a command batch is applied by apply_batch".into(),
             )),
+            Command::Tree { ops, now_ms } => {
+                let mut exec = TreeExecutor::new(&self.db, ReadView::live(&self.db), *now_ms)?;
+                let revision = exec.revision();
+                let mut results = Vec::with_capacity(ops.len());
+                for (index, op) in ops.iter().enumerate() {
+                    match exec.run(op)? {
+                        Ok(result) => results.push(result),
+                        Err(error) => {
+                            // All or nothing: no change is staged.
+                            return Ok(CommandReply::Tree {
+                                revision: revision - 1,
+                                outcome: Err((index, error)),
+                            });
+                        }
+                    }
+                }
+                let changes = std::mem::take(&mut exec.changes);
+                let metas = std::mem::take(&mut exec.metas);
+                let current = if changes.is_empty() {
+                    revision - 1
+                } else {
+                    self.writer
+                        .stage_changes(revision, &changes, metas, batch)?;
+                    effects.events = Some(RevisionEvents::from_changes(revision, &changes));
+                    revision
+                };
+                Ok(CommandReply::Tree {
+                    revision: current,
+                    outcome: Ok(results),
+                })
+            }
             Command::SetAlarm { alarm, active } => {
                 let mut alarms = stored_alarms(&self.db)?;
                 alarms.retain(|a| a != alarm);

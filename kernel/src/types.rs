@@ -310,3 +310,105 @@ pub struct HashKvResponse {
     /// The revision the hash covers.
     pub hash_revision: Revision,
 }
+
+/// One ACL entry of a tree node (ZooKeeper's `ACL`: permission bits, scheme, id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Acl {
+    pub perms: i32,
+    pub scheme: String,
+    pub id: String,
+}
+
+/// What kind of node a tree create makes (beyond ephemeral and sequential).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ZnodeKind {
+    #[default]
+    Persistent,
+    /// Removed by the server once it had children and has none left.
+    Container,
+    /// Removed by the server when unmodified and childless for this many milliseconds.
+    Ttl(i64),
+}
+
+/// ZooKeeper's Stat of a tree node; zxids are kernel revisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZnodeStat {
+    pub czxid: Revision,
+    pub mzxid: Revision,
+    pub ctime: i64,
+    pub mtime: i64,
+    /// Data version: the MVCC version minus one.
+    pub version: i32,
+    pub cversion: i32,
+    pub aversion: i32,
+    /// The lease (session) of an ephemeral node, else 0.
+    pub ephemeral_owner: i64,
+    pub data_length: i32,
+    pub num_children: i32,
+    pub pzxid: Revision,
+}
+
+/// A tree node as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeNode {
+    pub data: Vec<u8>,
+    pub stat: ZnodeStat,
+    pub acl: Vec<Acl>,
+}
+
+/// One operation on the tree view, checked at apply time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TreeOp {
+    /// Create `path` (with a 10-digit suffix from the parent's cversion when
+    /// `sequential`); `ephemeral_owner` is a lease id, or 0.
+    Create {
+        path: String,
+        data: Vec<u8>,
+        acl: Vec<Acl>,
+        ephemeral_owner: i64,
+        sequential: bool,
+        kind: ZnodeKind,
+    },
+    /// Delete `path` if its version is `version` (-1: any) and it has no children.
+    Delete { path: String, version: i32 },
+    SetData {
+        path: String,
+        data: Vec<u8>,
+        version: i32,
+    },
+    /// Succeeds if `path` exists with `version` (-1: any).
+    Check { path: String, version: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TreeOpResult {
+    Created { path: String, stat: ZnodeStat },
+    Deleted,
+    DataSet { stat: ZnodeStat },
+    Checked,
+}
+
+/// Why a tree operation failed (ZooKeeper's error codes for these cases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TreeError {
+    #[error("no node")]
+    NoNode,
+    #[error("node exists")]
+    NodeExists,
+    #[error("bad version")]
+    BadVersion,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("ephemeral nodes may not have children")]
+    NoChildrenForEphemerals,
+    #[error("bad arguments")]
+    BadArguments,
+}
+
+/// The outcome of a list of tree operations: every result, or the index and error of
+/// the first one that failed (then nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeTxnResponse {
+    pub header: ResponseHeader,
+    pub outcome: Result<Vec<TreeOpResult>, (usize, TreeError)>,
+}

@@ -1,0 +1,467 @@
+//! The tree view of the keyspace, for the dialects whose keys are paths (ZooKeeper, etcd
+//! v2): a key `/a/b` is the node `b` under `/a`, and `/` is the root, which always
+//! exists. The node's data is the key's value; ZooKeeper's extras that the MVCC record
+//! lacks (ctime, mtime, cversion, aversion, pzxid, ACL, container/TTL kind) live in the
+//! `tree_meta` column family beside it.
+//!
+//! Tree operations ([`TreeOp`]) are evaluated at apply time against the state and the
+//! operation's own earlier changes (parents must exist, deletes need no children,
+//! version checks, sequential names from the parent's cversion), all or nothing, and
+//! become ordinary MVCC changes at one revision, so etcd readers and watchers see them.
+//! Every create or delete of a path key — from any dialect, or a lease running out —
+//! bumps the parent's cversion and pzxid in the same WriteBatch ([`stage_meta`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::StoredKv;
+use crate::error::{KernelError, KernelResult};
+use crate::mvcc::{CF_KV_LATEST, CF_TREE_META, Change, ReadView, cf};
+use crate::types::{
+    Acl, Revision, TreeError, TreeNode, TreeOp, TreeOpResult, ZnodeKind, ZnodeStat,
+};
+
+/// What ZooKeeper keeps about a node beyond its data and MVCC revisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TreeMeta {
+    pub ctime: i64,
+    pub mtime: i64,
+    pub cversion: i32,
+    pub aversion: i32,
+    /// Revision of the last child created or deleted (0: none yet).
+    pub pzxid: Revision,
+    pub acl: Vec<Acl>,
+    pub kind: ZnodeKind,
+}
+
+impl TreeMeta {
+    fn decode(raw: &[u8]) -> KernelResult<TreeMeta> {
+        postcard::from_bytes(raw)
+            .map_err(|e| KernelError::Storage(format!("corrupt tree meta: {e}")))
+    }
+
+    fn encode(&self) -> KernelResult<Vec<u8>> {
+        postcard::to_allocvec(self).map_err(|e| KernelError::Storage(e.to_string()))
+    }
+}
+
+/// The parent path of a path key (`/a/b` → `/a`, `/a` → `/`); `None` for the root and
+/// for keys that are not paths.
+pub(crate) fn parent_of(key: &[u8]) -> Option<&[u8]> {
+    if key.len() < 2 || key[0] != b'/' {
+        return None;
+    }
+    let cut = key.iter().rposition(|b| *b == b'/')?;
+    Some(if cut == 0 { &key[..1] } else { &key[..cut] })
+}
+
+/// The key range holding every descendant of `path`.
+fn descendants(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut start = path.to_vec();
+    if start != b"/" {
+        start.push(b'/');
+    }
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last += 1; // '/' + 1 = '0'
+    }
+    (start, end)
+}
+
+/// Checks a ZooKeeper path: absolute, no empty, `.` or `..` segment, no trailing slash,
+/// no NUL.
+pub fn valid_path(path: &str) -> bool {
+    if path == "/" {
+        return true;
+    }
+    path.starts_with('/')
+        && !path.ends_with('/')
+        && !path.contains('\0')
+        && path[1..]
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+}
+
+pub(crate) fn read_meta(view: &ReadView<'_>, path: &[u8]) -> KernelResult<Option<TreeMeta>> {
+    view.get(CF_TREE_META, path)?
+        .map(|raw| TreeMeta::decode(&raw))
+        .transpose()
+}
+
+/// The direct children of `path` in the current state, in key order.
+pub(crate) fn children(db: &DB, view: &ReadView<'_>, path: &[u8]) -> KernelResult<Vec<Vec<u8>>> {
+    let (start, end) = descendants(path);
+    let mut names = Vec::new();
+    let iter = db.iterator_cf_opt(
+        cf(db, CF_KV_LATEST)?,
+        view.options(),
+        IteratorMode::From(&start, Direction::Forward),
+    );
+    for item in iter {
+        let (key, _) = item?;
+        if key.as_ref() >= end.as_slice() {
+            break;
+        }
+        let rest = &key[start.len()..];
+        if !rest.is_empty() && !rest.contains(&b'/') {
+            names.push(rest.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+fn stat_of(kv: &StoredKv, meta: &TreeMeta, num_children: usize) -> ZnodeStat {
+    ZnodeStat {
+        czxid: kv.create_revision,
+        mzxid: kv.mod_revision,
+        ctime: meta.ctime,
+        mtime: meta.mtime,
+        version: i32::try_from(kv.version - 1).unwrap_or(i32::MAX),
+        cversion: meta.cversion,
+        aversion: meta.aversion,
+        ephemeral_owner: kv.lease,
+        data_length: i32::try_from(kv.value.len()).unwrap_or(i32::MAX),
+        num_children: i32::try_from(num_children).unwrap_or(i32::MAX),
+        pzxid: if meta.pzxid == 0 {
+            kv.create_revision
+        } else {
+            meta.pzxid
+        },
+    }
+}
+
+/// A node as it is now: data, Stat, ACL; the root always exists.
+pub(crate) fn node(db: &DB, view: &ReadView<'_>, path: &[u8]) -> KernelResult<Option<TreeNode>> {
+    let kv = if path == b"/" {
+        StoredKv {
+            version: 1,
+            ..Default::default()
+        }
+    } else {
+        match view.latest(path)? {
+            Some(kv) => kv,
+            None => return Ok(None),
+        }
+    };
+    let meta = read_meta(view, path)?.unwrap_or_default();
+    let num_children = children(db, view, path)?.len();
+    Ok(Some(TreeNode {
+        stat: stat_of(&kv, &meta, num_children),
+        acl: meta.acl.clone(),
+        data: kv.value,
+    }))
+}
+
+/// Executes a list of tree operations against the live state plus their own earlier
+/// changes; on success returns the per-op results, the MVCC changes and the metadata of
+/// the nodes they create or modify. Nothing is staged here.
+pub(crate) struct TreeExecutor<'a> {
+    db: &'a DB,
+    view: ReadView<'a>,
+    revision: Revision,
+    now_ms: i64,
+    /// Nodes created (`Some`) or deleted (`None`) by earlier ops.
+    pending: BTreeMap<Vec<u8>, Option<StoredKv>>,
+    /// Metadata of nodes created or changed by earlier ops.
+    pub metas: BTreeMap<Vec<u8>, TreeMeta>,
+    /// Children created minus deleted by earlier ops, per parent (for sequential names).
+    cversion_bumps: BTreeMap<Vec<u8>, i32>,
+    pub changes: Vec<Change>,
+}
+
+impl<'a> TreeExecutor<'a> {
+    pub(crate) fn new(db: &'a DB, view: ReadView<'a>, now_ms: i64) -> KernelResult<Self> {
+        let revision = view.revision()? + 1;
+        Ok(TreeExecutor {
+            db,
+            view,
+            revision,
+            now_ms,
+            pending: BTreeMap::new(),
+            metas: BTreeMap::new(),
+            cversion_bumps: BTreeMap::new(),
+            changes: Vec::new(),
+        })
+    }
+
+    /// The revision the changes will get.
+    pub(crate) fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    fn current(&self, path: &[u8]) -> KernelResult<Option<StoredKv>> {
+        if path == b"/" {
+            return Ok(Some(StoredKv {
+                version: 1,
+                ..Default::default()
+            }));
+        }
+        match self.pending.get(path) {
+            Some(state) => Ok(state.clone()),
+            None => self.view.latest(path),
+        }
+    }
+
+    fn meta(&self, path: &[u8]) -> KernelResult<TreeMeta> {
+        match self.metas.get(path) {
+            Some(meta) => Ok(meta.clone()),
+            None => Ok(read_meta(&self.view, path)?.unwrap_or_default()),
+        }
+    }
+
+    fn has_children(&self, path: &[u8]) -> KernelResult<bool> {
+        let (start, end) = descendants(path);
+        let inside = |k: &[u8]| k >= start.as_slice() && k < end.as_slice();
+        if self
+            .pending
+            .iter()
+            .any(|(k, state)| state.is_some() && inside(k))
+        {
+            return Ok(true);
+        }
+        let iter = self.db.iterator_cf_opt(
+            cf(self.db, CF_KV_LATEST)?,
+            self.view.options(),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, _) = item?;
+            if !inside(&key) {
+                break;
+            }
+            if !matches!(self.pending.get(key.as_ref()), Some(None)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn check_version(kv: &StoredKv, expected: i32) -> Result<(), TreeError> {
+        if expected == -1 || i64::from(expected) == kv.version - 1 {
+            Ok(())
+        } else {
+            Err(TreeError::BadVersion)
+        }
+    }
+
+    fn record(&mut self, key: Vec<u8>, kv: Option<StoredKv>, prev: Option<StoredKv>) {
+        if let Some(parent) = parent_of(&key)
+            && (kv.is_none() || prev.is_none())
+        {
+            *self.cversion_bumps.entry(parent.to_vec()).or_default() += 1;
+        }
+        self.pending.insert(key.clone(), kv.clone());
+        self.changes.push(Change { key, kv, prev });
+    }
+
+    /// Runs one operation; an error leaves the executor unusable (the whole list fails).
+    pub(crate) fn run(&mut self, op: &TreeOp) -> KernelResult<Result<TreeOpResult, TreeError>> {
+        let path = match op {
+            TreeOp::Create { path, .. }
+            | TreeOp::Delete { path, .. }
+            | TreeOp::SetData { path, .. }
+            | TreeOp::Check { path, .. } => path,
+        };
+        if !valid_path(path) {
+            return Ok(Err(TreeError::BadArguments));
+        }
+        Ok(match op {
+            TreeOp::Create {
+                path,
+                data,
+                acl,
+                ephemeral_owner,
+                sequential,
+                kind,
+            } => self.create(path, data, acl, *ephemeral_owner, *sequential, *kind)?,
+            TreeOp::Delete { path, version } => self.delete(path.as_bytes(), *version)?,
+            TreeOp::SetData {
+                path,
+                data,
+                version,
+            } => self.set_data(path.as_bytes(), data, *version)?,
+            TreeOp::Check { path, version } => match self.current(path.as_bytes())? {
+                None => Err(TreeError::NoNode),
+                Some(kv) => Self::check_version(&kv, *version).map(|()| TreeOpResult::Checked),
+            },
+        })
+    }
+
+    fn create(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        acl: &[Acl],
+        ephemeral_owner: i64,
+        sequential: bool,
+        kind: ZnodeKind,
+    ) -> KernelResult<Result<TreeOpResult, TreeError>> {
+        if path == "/" {
+            return Ok(Err(TreeError::NodeExists));
+        }
+        let Some(parent) = parent_of(path.as_bytes()).map(<[u8]>::to_vec) else {
+            return Ok(Err(TreeError::BadArguments));
+        };
+        let Some(parent_kv) = self.current(&parent)? else {
+            return Ok(Err(TreeError::NoNode));
+        };
+        if parent_kv.lease != 0 {
+            return Ok(Err(TreeError::NoChildrenForEphemerals));
+        }
+        let parent_meta = self.meta(&parent)?;
+        let name = if sequential {
+            let counter =
+                parent_meta.cversion + self.cversion_bumps.get(&parent).copied().unwrap_or(0);
+            format!("{path}{counter:010}")
+        } else {
+            path.to_string()
+        };
+        if self.current(name.as_bytes())?.is_some() {
+            return Ok(Err(TreeError::NodeExists));
+        }
+        let kv = StoredKv {
+            create_revision: self.revision,
+            mod_revision: self.revision,
+            version: 1,
+            lease: ephemeral_owner,
+            value: data.to_vec(),
+        };
+        let meta = TreeMeta {
+            ctime: self.now_ms,
+            mtime: self.now_ms,
+            acl: acl.to_vec(),
+            kind,
+            ..Default::default()
+        };
+        let stat = stat_of(&kv, &meta, 0);
+        self.metas.insert(name.as_bytes().to_vec(), meta);
+        self.record(name.as_bytes().to_vec(), Some(kv), None);
+        Ok(Ok(TreeOpResult::Created { path: name, stat }))
+    }
+
+    fn delete(
+        &mut self,
+        path: &[u8],
+        version: i32,
+    ) -> KernelResult<Result<TreeOpResult, TreeError>> {
+        if path == b"/" {
+            return Ok(Err(TreeError::BadArguments));
+        }
+        let Some(kv) = self.current(path)? else {
+            return Ok(Err(TreeError::NoNode));
+        };
+        if let Err(e) = Self::check_version(&kv, version) {
+            return Ok(Err(e));
+        }
+        if self.has_children(path)? {
+            return Ok(Err(TreeError::NotEmpty));
+        }
+        self.metas.remove(path);
+        self.record(path.to_vec(), None, Some(kv));
+        Ok(Ok(TreeOpResult::Deleted))
+    }
+
+    fn set_data(
+        &mut self,
+        path: &[u8],
+        data: &[u8],
+        version: i32,
+    ) -> KernelResult<Result<TreeOpResult, TreeError>> {
+        if path == b"/" {
+            return Ok(Err(TreeError::BadArguments));
+        }
+        let Some(prev) = self.current(path)? else {
+            return Ok(Err(TreeError::NoNode));
+        };
+        if let Err(e) = Self::check_version(&prev, version) {
+            return Ok(Err(e));
+        }
+        let kv = StoredKv {
+            mod_revision: self.revision,
+            version: prev.version + 1,
+            value: data.to_vec(),
+            ..prev.clone()
+        };
+        let mut meta = self.meta(path)?;
+        meta.mtime = self.now_ms;
+        let num_children = children(self.db, &self.view, path)?.len();
+        let stat = stat_of(&kv, &meta, num_children);
+        self.metas.insert(path.to_vec(), meta);
+        self.record(path.to_vec(), Some(kv), Some(prev));
+        Ok(Ok(TreeOpResult::DataSet { stat }))
+    }
+}
+
+/// Stages the tree metadata that goes with `changes` at `revision`: the metas given
+/// (nodes created or modified by tree operations), a cversion/pzxid bump of the parent
+/// of every path key created or deleted, and the removal of deleted nodes' metadata.
+pub(crate) fn stage_meta(
+    db: &DB,
+    revision: Revision,
+    changes: &[Change],
+    mut metas: BTreeMap<Vec<u8>, TreeMeta>,
+    batch: &mut WriteBatch,
+) -> KernelResult<()> {
+    let view = ReadView::live(db);
+    let mut deleted: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for change in changes {
+        let created = change.prev.is_none() && change.kv.is_some();
+        let removed = change.kv.is_none();
+        if !(created || removed) {
+            continue;
+        }
+        let Some(parent) = parent_of(&change.key) else {
+            continue;
+        };
+        if removed {
+            metas.remove(&change.key);
+            deleted.insert(change.key.clone());
+        } else {
+            deleted.remove(&change.key);
+        }
+        if deleted.contains(parent) {
+            continue;
+        }
+        if !metas.contains_key(parent) {
+            let stored = read_meta(&view, parent)?.unwrap_or_default();
+            metas.insert(parent.to_vec(), stored);
+        }
+        if let Some(meta) = metas.get_mut(parent) {
+            meta.cversion += 1;
+            meta.pzxid = revision;
+        }
+    }
+    let tree_meta = cf(db, CF_TREE_META)?;
+    for key in &deleted {
+        batch.delete_cf(tree_meta, key);
+    }
+    for (key, meta) in metas {
+        if !deleted.contains(&key) {
+            batch.put_cf(tree_meta, key, meta.encode()?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_parents() {
+        assert_eq!(parent_of(b"/a/b"), Some(&b"/a"[..]));
+        assert_eq!(parent_of(b"/a"), Some(&b"/"[..]));
+        assert_eq!(parent_of(b"/"), None);
+        assert_eq!(parent_of(b"plain"), None);
+        for good in ["/", "/a", "/a/b-1", "/zookeeper/quota"] {
+            assert!(valid_path(good), "{good}");
+        }
+        for bad in ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/a\0"] {
+            assert!(!valid_path(bad), "{bad:?}");
+        }
+        assert_eq!(descendants(b"/"), (b"/".to_vec(), b"0".to_vec()));
+        assert_eq!(descendants(b"/a"), (b"/a/".to_vec(), b"/a0".to_vec()));
+    }
+}

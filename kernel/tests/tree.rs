@@ -1,0 +1,305 @@
+//! The kernel's tree view (what the ZooKeeper dialect stands on), through its public
+//! API, on a real one-member group in a temp dir.
+
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use concord_kernel::types::*;
+use concord_kernel::{Kernel, KernelConfig};
+
+async fn open(dir: &std::path::Path) -> Kernel {
+    let config = KernelConfig {
+        data_dir: dir.to_path_buf(),
+        heartbeat_interval: Duration::from_millis(50),
+        election_timeout: Duration::from_millis(150),
+        ..Default::default()
+    };
+    Kernel::open(config, Duration::from_secs(10)).await.unwrap()
+}
+
+fn create(path: &str, data: &str) -> TreeOp {
+    TreeOp::Create {
+        path: path.into(),
+        data: data.into(),
+        acl: vec![Acl {
+            perms: 31,
+            scheme: "world".into(),
+            id: "anyone".into(),
+        }],
+        ephemeral_owner: 0,
+        sequential: false,
+        kind: ZnodeKind::Persistent,
+    }
+}
+
+fn sequential(path: &str) -> TreeOp {
+    match create(path, "") {
+        TreeOp::Create {
+            path, data, acl, ..
+        } => TreeOp::Create {
+            path,
+            data,
+            acl,
+            ephemeral_owner: 0,
+            sequential: true,
+            kind: ZnodeKind::Persistent,
+        },
+        other => other,
+    }
+}
+
+fn ephemeral(path: &str, lease: i64) -> TreeOp {
+    match create(path, "") {
+        TreeOp::Create {
+            path, data, acl, ..
+        } => TreeOp::Create {
+            path,
+            data,
+            acl,
+            ephemeral_owner: lease,
+            sequential: false,
+            kind: ZnodeKind::Persistent,
+        },
+        other => other,
+    }
+}
+
+async fn one(kernel: &Kernel, op: TreeOp) -> Result<TreeOpResult, TreeError> {
+    let resp = kernel.tree_txn(vec![op]).await.unwrap();
+    resp.outcome
+        .map(|mut results| results.remove(0))
+        .map_err(|(_, e)| e)
+}
+
+fn stat(kernel: &Kernel, path: &str) -> ZnodeStat {
+    kernel.tree_node(path).unwrap().expect("node exists").stat
+}
+
+#[tokio::test]
+async fn create_read_update_delete_with_zookeeper_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    assert_eq!(
+        one(&kernel, create("/a/b", "x")).await,
+        Err(TreeError::NoNode),
+        "parent must exist"
+    );
+    assert_eq!(
+        one(&kernel, create("/a/", "x")).await,
+        Err(TreeError::BadArguments)
+    );
+    let Ok(TreeOpResult::Created {
+        path,
+        stat: created,
+    }) = one(&kernel, create("/a", "1")).await
+    else {
+        panic!("create /a failed");
+    };
+    assert_eq!(
+        (path.as_str(), created.version, created.num_children),
+        ("/a", 0, 0)
+    );
+    assert_eq!(
+        one(&kernel, create("/a", "again")).await,
+        Err(TreeError::NodeExists)
+    );
+    one(&kernel, create("/a/b", "2")).await.unwrap();
+    let a = stat(&kernel, "/a");
+    assert_eq!((a.num_children, a.cversion), (1, 1));
+    assert_eq!(a.pzxid, stat(&kernel, "/a/b").czxid);
+    assert_eq!(
+        kernel.tree_children("/a").unwrap().unwrap().0,
+        vec!["b".to_string()]
+    );
+    let root = kernel.tree_children("/").unwrap().unwrap();
+    assert_eq!(root.0, vec!["a".to_string()]);
+    assert_eq!(root.1.cversion, 1);
+
+    assert_eq!(
+        one(
+            &kernel,
+            TreeOp::SetData {
+                path: "/a".into(),
+                data: "v".into(),
+                version: 5
+            }
+        )
+        .await,
+        Err(TreeError::BadVersion)
+    );
+    let Ok(TreeOpResult::DataSet { stat: updated }) = one(
+        &kernel,
+        TreeOp::SetData {
+            path: "/a".into(),
+            data: "new".into(),
+            version: 0,
+        },
+    )
+    .await
+    else {
+        panic!("setData failed");
+    };
+    assert_eq!(updated.version, 1);
+    assert_eq!(updated.czxid, created.czxid);
+    assert!(updated.mzxid > created.mzxid);
+    assert!(updated.mtime >= created.ctime && created.ctime > 0);
+    assert_eq!(kernel.tree_node("/a").unwrap().unwrap().data, b"new");
+
+    assert_eq!(
+        one(
+            &kernel,
+            TreeOp::Delete {
+                path: "/a".into(),
+                version: -1
+            }
+        )
+        .await,
+        Err(TreeError::NotEmpty)
+    );
+    one(
+        &kernel,
+        TreeOp::Delete {
+            path: "/a/b".into(),
+            version: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let a = stat(&kernel, "/a");
+    assert_eq!((a.num_children, a.cversion), (0, 2));
+    one(
+        &kernel,
+        TreeOp::Delete {
+            path: "/a".into(),
+            version: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(kernel.tree_node("/a").unwrap().is_none());
+    // The same path created again starts over.
+    one(&kernel, create("/a", "")).await.unwrap();
+    assert_eq!(stat(&kernel, "/a").cversion, 0);
+    kernel.shutdown().await;
+}
+
+#[tokio::test]
+async fn sequential_names_come_from_the_parents_cversion() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    one(&kernel, create("/q", "")).await.unwrap();
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        match one(&kernel, sequential("/q/n-")).await.unwrap() {
+            TreeOpResult::Created { path, .. } => names.push(path),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        names,
+        ["/q/n-0000000000", "/q/n-0000000001", "/q/n-0000000002"]
+    );
+    // In one multi, each create sees the ones before it.
+    let resp = kernel
+        .tree_txn(vec![sequential("/q/m-"), sequential("/q/m-")])
+        .await
+        .unwrap();
+    let created: Vec<String> = resp
+        .outcome
+        .unwrap()
+        .into_iter()
+        .map(|r| match r {
+            TreeOpResult::Created { path, .. } => path,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(created, ["/q/m-0000000003", "/q/m-0000000004"]);
+    kernel.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_multi_is_all_or_nothing_at_one_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    let before = kernel.revision().unwrap();
+    let failed = kernel
+        .tree_txn(vec![
+            create("/m", ""),
+            create("/m/x", ""),
+            TreeOp::Check {
+                path: "/nothing".into(),
+                version: -1,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(failed.outcome, Err((2, TreeError::NoNode)));
+    assert!(kernel.tree_node("/m").unwrap().is_none());
+    assert_eq!(kernel.revision().unwrap(), before);
+    let ok = kernel
+        .tree_txn(vec![create("/m", ""), create("/m/x", "")])
+        .await
+        .unwrap();
+    assert_eq!(ok.header.revision, before + 1);
+    assert_eq!(stat(&kernel, "/m/x").czxid, before + 1);
+    assert_eq!(stat(&kernel, "/m").czxid, before + 1);
+    kernel.shutdown().await;
+}
+
+#[tokio::test]
+async fn ephemerals_live_on_a_lease_and_one_namespace_with_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    let lease = kernel.lease_grant(0, 60).await.unwrap().id;
+    one(&kernel, ephemeral("/e", lease)).await.unwrap();
+    assert_eq!(stat(&kernel, "/e").ephemeral_owner, lease);
+    assert_eq!(
+        one(&kernel, create("/e/child", "")).await,
+        Err(TreeError::NoChildrenForEphemerals)
+    );
+    let revoked = kernel.lease_revoke(lease).await.unwrap();
+    assert!(
+        kernel.tree_node("/e").unwrap().is_none(),
+        "gone with its lease"
+    );
+    assert_eq!(
+        kernel.tree_children("/").unwrap().unwrap().1.pzxid,
+        revoked.revision
+    );
+
+    // A key written through etcd is a node; data and versions line up.
+    let put = kernel
+        .put(PutRequest {
+            key: "/from-etcd".into(),
+            value: "v".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let node = kernel.tree_node("/from-etcd").unwrap().unwrap();
+    assert_eq!((node.data.as_slice(), node.stat.version), (&b"v"[..], 0));
+    assert_eq!(node.stat.czxid, put.header.revision);
+    assert!(
+        kernel
+            .tree_children("/")
+            .unwrap()
+            .unwrap()
+            .0
+            .contains(&"from-etcd".to_string())
+    );
+    // A node created through the tree and deleted through etcd leaves no metadata.
+    one(&kernel, create("/gone", "x")).await.unwrap();
+    kernel
+        .delete_range(DeleteRangeRequest {
+            key: "/gone".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(kernel.tree_node("/gone").unwrap().is_none());
+    one(&kernel, create("/gone", "y")).await.unwrap();
+    assert_eq!(stat(&kernel, "/gone").cversion, 0);
+    kernel.shutdown().await;
+}
