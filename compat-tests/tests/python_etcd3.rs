@@ -13,8 +13,17 @@ use concord_compat_tests::transcripts::compare_with_etcd;
 /// The session waits up to 10 s for a watch and 10 s for a lease to expire.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// This crate's directory as `cargo test` gives it to the running test; the compile-time
+/// value goes stale when a shared target dir is reused from another checkout path.
+fn crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 async fn run_session(server: &Server) -> Result<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/etcd3_session.py");
+    let script = crate_dir().join("python/etcd3_session.py");
     let child = tokio::process::Command::new("python3")
         .arg(&script)
         .arg(server.endpoint())

@@ -302,9 +302,18 @@ mod tests {
         Env::prefixed("CONCORD_TEST_UNUSED_PREFIX_").split("__")
     }
 
+    /// This crate's directory as `cargo test` gives it to the running test; the compile-time
+    /// value goes stale when a shared target dir is reused from another checkout path.
+    fn crate_dir() -> std::path::PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+    }
+
     #[test]
     fn shipped_example_parses_and_matches_defaults() {
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("concord.toml");
+        let example = crate_dir().join("concord.toml");
         let args = ServeArgs {
             config: Some(example),
             ..Default::default()

@@ -27,8 +27,17 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// This crate's directory as `cargo test` gives it to the running test; the compile-time
+/// value goes stale when a shared target dir is reused from another checkout path.
+fn crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 fn fixtures() -> Vec<Fixture> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures");
+    let dir = crate_dir().join("tests/captures");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
