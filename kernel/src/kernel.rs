@@ -810,18 +810,19 @@ impl Kernel {
     /// A tree node (`/` always exists) as this member has it: data, Stat, ACL.
     pub fn tree_node(&self, path: &str) -> KernelResult<Option<TreeNode>> {
         let db = &self.inner.state_db;
-        crate::tree::node(db, &ReadView::snapshot(db), path.as_bytes())
+        Ok(crate::tree::node(db, &ReadView::snapshot(db), path.as_bytes())?.map(|(node, _)| node))
     }
 
     /// The names of a tree node's direct children, in byte order, with the node's
     /// Stat; `None` if the node does not exist.
     pub fn tree_children(&self, path: &str) -> KernelResult<Option<(Vec<String>, ZnodeStat)>> {
         let db = &self.inner.state_db;
-        let view = ReadView::snapshot(db);
-        let Some(node) = crate::tree::node(db, &view, path.as_bytes())? else {
+        let Some((node, children)) =
+            crate::tree::node(db, &ReadView::snapshot(db), path.as_bytes())?
+        else {
             return Ok(None);
         };
-        let names = crate::tree::children(db, &view, path.as_bytes())?
+        let names = children
             .into_iter()
             .map(|name| String::from_utf8_lossy(&name).into_owned())
             .collect();
@@ -967,19 +968,21 @@ fn db_column_families(db: &DB) -> Vec<String> {
     names
 }
 
-/// Whether a txn may add data (a put anywhere in it).
-fn has_puts(req: &TxnRequest) -> bool {
+/// Whether any op of a txn, on either branch and in nested txns, satisfies `wanted`.
+fn any_op(req: &TxnRequest, wanted: &impl Fn(&RequestOp) -> bool) -> bool {
     req.success.iter().chain(&req.failure).any(|op| match op {
-        RequestOp::Put(_) => true,
-        RequestOp::Txn(t) => has_puts(t),
-        RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+        RequestOp::Txn(nested) => any_op(nested, wanted),
+        op => wanted(op),
     })
 }
 
+/// Whether a txn may add data (a put anywhere in it).
+fn has_puts(req: &TxnRequest) -> bool {
+    any_op(req, &|op| matches!(op, RequestOp::Put(_)))
+}
+
 fn has_writes(req: &TxnRequest) -> bool {
-    req.success.iter().chain(&req.failure).any(|op| match op {
-        RequestOp::Range(_) => false,
-        RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
-        RequestOp::Txn(t) => has_writes(t),
+    any_op(req, &|op| {
+        matches!(op, RequestOp::Put(_) | RequestOp::DeleteRange(_))
     })
 }

@@ -23,10 +23,10 @@ use crate::alarm::{Alarms, META_ALARMS};
 use crate::consensus::{Command, CommandOutcome, CommandReply, LogId, StorageError, TypeConfig};
 use crate::error::{KernelError, KernelResult};
 use crate::lease::{LeaseRecord, Lessor, lease_key};
-use crate::mvcc::{CF_LEASE, CF_META, MvccWriter, ReadView, STATE_COLUMN_FAMILIES, cf};
+use crate::mvcc::{CF_LEASE, CF_META, Change, MvccWriter, ReadView, STATE_COLUMN_FAMILIES, cf};
 use crate::tree::TreeExecutor;
-use crate::types::{Alarm, DeleteRangeRequest, RequestOp, TxnRequest};
-use crate::watch::{RevisionEvents, WatchHub};
+use crate::types::{Alarm, DeleteRangeRequest, RequestOp, Revision, TxnRequest};
+use crate::watch::WatchHub;
 
 const META_APPLIED: &[u8] = b"applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
@@ -96,7 +96,8 @@ struct SnapshotImage {
 /// What a command does beyond its WriteBatch, carried out once the batch is written.
 #[derive(Debug, Default)]
 struct Effects {
-    events: Option<RevisionEvents>,
+    /// The revision a command wrote and its changes, for the watch hub.
+    changed: Option<(Revision, Vec<Change>)>,
     granted: Option<(i64, i64)>,
     revoked: Option<i64>,
     alarms: Option<Vec<Alarm>>,
@@ -150,12 +151,7 @@ impl StateMachine {
         match command {
             Command::Txn(txn) => {
                 let applied = self.writer.txn(txn, batch)?;
-                if !applied.changes.is_empty() {
-                    effects.events = Some(RevisionEvents::from_changes(
-                        applied.revision,
-                        &applied.changes,
-                    ));
-                }
+                effects.changed = Some((applied.revision, applied.changes));
                 Ok(CommandReply::Txn(applied.response))
             }
             Command::Compact(revision) => {
@@ -203,12 +199,7 @@ impl StateMachine {
                 };
                 let applied = self.writer.txn(&deletes, batch)?;
                 batch.delete_cf(cf(&self.db, CF_LEASE)?, lease_key(*id));
-                if !applied.changes.is_empty() {
-                    effects.events = Some(RevisionEvents::from_changes(
-                        applied.revision,
-                        &applied.changes,
-                    ));
-                }
+                effects.changed = Some((applied.revision, applied.changes));
                 effects.revoked = Some(*id);
                 Ok(CommandReply::LeaseRevoked {
                     revision: applied.revision,
@@ -251,7 +242,7 @@ impl StateMachine {
                 } else {
                     self.writer
                         .stage_changes(revision, &changes, metas, batch)?;
-                    effects.events = Some(RevisionEvents::from_changes(revision, &changes));
+                    effects.changed = Some((revision, changes));
                     revision
                 };
                 Ok(CommandReply::Tree {
@@ -377,8 +368,8 @@ impl StateMachine {
         if let Some(id) = effects.revoked {
             self.lessor.revoked(id);
         }
-        if let Some(events) = effects.events {
-            self.hub.publish(events);
+        if let Some((revision, changes)) = effects.changed {
+            self.hub.publish(revision, &changes);
         }
     }
 }
@@ -604,6 +595,17 @@ mod tests {
         }
     }
 
+    fn state_machine_in(dir: &Path) -> (Arc<DB>, StateMachine) {
+        let db = open_state_db(dir).unwrap();
+        let sm = StateMachine::new(
+            db.clone(),
+            WatchHub::new(),
+            Default::default(),
+            Default::default(),
+        );
+        (db, sm)
+    }
+
     fn revision_of(db: &DB, key: &str) -> Option<i64> {
         let resp = crate::mvcc::range(
             &ReadView::live(db),
@@ -619,13 +621,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_gives_each_command_its_own_revision_and_outcome() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open_state_db(dir.path()).unwrap();
-        let mut sm = StateMachine::new(
-            db.clone(),
-            WatchHub::new(),
-            Default::default(),
-            Default::default(),
-        );
+        let (db, mut sm) = state_machine_in(dir.path());
         let bad_lease = Command::Txn(TxnRequest {
             compare: Vec::new(),
             success: vec![RequestOp::Put(PutRequest {
@@ -658,13 +654,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_interrupted_by_a_crash_resumes_after_what_it_applied() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open_state_db(dir.path()).unwrap();
-        let mut sm = StateMachine::new(
-            db.clone(),
-            WatchHub::new(),
-            Default::default(),
-            Default::default(),
-        );
+        let (db, mut sm) = state_machine_in(dir.path());
         // The state a crash leaves after the first two commands of entry 1 were written:
         // their data and the progress mark, but not the applied mark.
         sm.apply([entry(1, Command::Batch(vec![put("a"), put("b")]))])

@@ -132,13 +132,23 @@ fn stat_of(kv: &StoredKv, meta: &TreeMeta, num_children: usize) -> ZnodeStat {
     }
 }
 
-/// A node as it is now: data, Stat, ACL; the root always exists.
-pub(crate) fn node(db: &DB, view: &ReadView<'_>, path: &[u8]) -> KernelResult<Option<TreeNode>> {
+/// The root's record: it always exists, has no data and was never written.
+fn root_kv() -> StoredKv {
+    StoredKv {
+        version: 1,
+        ..Default::default()
+    }
+}
+
+/// A node as it is now (data, Stat, ACL) and the names of its children; the root always
+/// exists.
+pub(crate) fn node(
+    db: &DB,
+    view: &ReadView<'_>,
+    path: &[u8],
+) -> KernelResult<Option<(TreeNode, Vec<Vec<u8>>)>> {
     let kv = if path == b"/" {
-        StoredKv {
-            version: 1,
-            ..Default::default()
-        }
+        root_kv()
     } else {
         match view.latest(path)? {
             Some(kv) => kv,
@@ -146,12 +156,13 @@ pub(crate) fn node(db: &DB, view: &ReadView<'_>, path: &[u8]) -> KernelResult<Op
         }
     };
     let meta = read_meta(view, path)?.unwrap_or_default();
-    let num_children = children(db, view, path)?.len();
-    Ok(Some(TreeNode {
-        stat: stat_of(&kv, &meta, num_children),
-        acl: meta.acl.clone(),
+    let names = children(db, view, path)?;
+    let node = TreeNode {
+        stat: stat_of(&kv, &meta, names.len()),
+        acl: meta.acl,
         data: kv.value,
-    }))
+    };
+    Ok(Some((node, names)))
 }
 
 /// Executes a list of tree operations against the live state plus their own earlier
@@ -193,10 +204,7 @@ impl<'a> TreeExecutor<'a> {
 
     fn current(&self, path: &[u8]) -> KernelResult<Option<StoredKv>> {
         if path == b"/" {
-            return Ok(Some(StoredKv {
-                version: 1,
-                ..Default::default()
-            }));
+            return Ok(Some(root_kv()));
         }
         match self.pending.get(path) {
             Some(state) => Ok(state.clone()),

@@ -35,7 +35,7 @@ pub(crate) struct RevisionEvents {
 
 impl RevisionEvents {
     /// The events of the changes a command made at `revision`.
-    pub(crate) fn from_changes(revision: Revision, changes: &[Change]) -> Self {
+    fn from_changes(revision: Revision, changes: &[Change]) -> Self {
         let events = changes
             .iter()
             .map(|change| {
@@ -82,12 +82,18 @@ impl WatchHub {
         WatchHub { sender }
     }
 
-    /// Publishes one applied revision (after it is written). Nobody listening is fine.
-    pub(crate) fn publish(&self, events: RevisionEvents) {
-        if !events.events.is_empty() {
-            // An error only means there is no watcher right now.
-            let _ = self.sender.send(Arc::new(events));
+    /// Publishes the changes of one applied revision; called after the revision is
+    /// written. The events are built only if someone listens: a watcher that
+    /// subscribes after this check reads a current revision that already includes
+    /// this one, so it takes it from history.
+    pub(crate) fn publish(&self, revision: Revision, changes: &[Change]) {
+        if changes.is_empty() || self.sender.receiver_count() == 0 {
+            return;
         }
+        // An error only means the last watcher left meanwhile.
+        let _ = self
+            .sender
+            .send(Arc::new(RevisionEvents::from_changes(revision, changes)));
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<RevisionEvents>> {

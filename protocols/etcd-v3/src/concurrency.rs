@@ -7,9 +7,17 @@
 
 use concord_kernel::types::{
     Compare, CompareResult, CompareTarget, EventKind, KeyValue, PutRequest, RangeRequest,
-    RequestOp, ResponseOp, Revision, SortOrder, SortTarget, TxnRequest, WatchRequest,
+    RequestOp, ResponseHeader, ResponseOp, Revision, SortOrder, SortTarget, TxnRequest,
+    WatchRequest,
 };
 use concord_kernel::{Kernel, KernelError, WatchEnd};
+
+/// The key prefix of the queue named `name`: `name/`.
+pub fn queue_prefix(name: &[u8]) -> Vec<u8> {
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    prefix
+}
 
 /// The end of the range holding every key that starts with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -98,6 +106,17 @@ pub async fn first(kernel: &Kernel, prefix: &[u8]) -> Result<Option<KeyValue>, K
         })
         .await?;
     Ok(resp.kvs.into_iter().next())
+}
+
+/// Waits until `entry` is first in the queue under `prefix`; answers the header of the
+/// revision at which it is.
+pub async fn wait_turn(
+    kernel: &Kernel,
+    prefix: &[u8],
+    entry: &Entry,
+) -> Result<ResponseHeader, KernelError> {
+    wait_older_deleted(kernel, prefix, entry.create_revision - 1).await?;
+    Ok(kernel.header(kernel.revision()?))
 }
 
 /// Waits until no key under `prefix` has a create revision up to `max_create_revision`.

@@ -37,10 +37,17 @@ impl ElectionService {
     }
 }
 
-fn election_prefix(name: &[u8]) -> Vec<u8> {
-    let mut prefix = name.to_vec();
-    prefix.push(b'/');
-    prefix
+/// Sets the leader's value, only while it still holds its key.
+fn proclaim_txn(leader: &pb::LeaderKey, value: Vec<u8>) -> TxnRequest {
+    while_leader(
+        leader,
+        RequestOp::Put(PutRequest {
+            key: leader.key.clone(),
+            value,
+            lease: leader.lease,
+            ..Default::default()
+        }),
+    )
 }
 
 /// A write that happens only while `leader` still holds its key.
@@ -64,36 +71,31 @@ impl Election for ElectionService {
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         let req = request.into_inner();
-        let prefix = election_prefix(&req.name);
+        let prefix = concurrency::queue_prefix(&req.name);
         let entry = concurrency::join(&self.kernel, &prefix, req.lease, req.value.clone())
             .await
             .map_err(|e| to_unknown_status(&e))?;
         let leader = pb::LeaderKey {
             name: req.name,
-            key: entry.key,
+            key: entry.key.clone(),
             rev: entry.create_revision,
             lease: req.lease,
         };
-        if entry.existing.is_some_and(|kv| kv.value != req.value) {
+        if entry
+            .existing
+            .as_ref()
+            .is_some_and(|kv| kv.value != req.value)
+        {
             self.kernel
-                .txn(while_leader(
-                    &leader,
-                    RequestOp::Put(PutRequest {
-                        key: leader.key.clone(),
-                        value: req.value,
-                        lease: req.lease,
-                        ..Default::default()
-                    }),
-                ))
+                .txn(proclaim_txn(&leader, req.value))
                 .await
                 .map_err(|e| to_unknown_status(&e))?;
         }
-        concurrency::wait_older_deleted(&self.kernel, &prefix, entry.create_revision - 1)
+        let header = concurrency::wait_turn(&self.kernel, &prefix, &entry)
             .await
             .map_err(|e| to_unknown_status(&e))?;
-        let revision = self.kernel.revision().map_err(|e| to_unknown_status(&e))?;
         Ok(Response::new(pb::CampaignResponse {
-            header: convert::header(self.kernel.header(revision)),
+            header: convert::header(header),
             leader: Some(leader),
         }))
     }
@@ -108,15 +110,7 @@ impl Election for ElectionService {
             .ok_or_else(|| Status::new(Code::Unknown, MISSING_LEADER_KEY))?;
         let resp = self
             .kernel
-            .txn(while_leader(
-                &leader,
-                RequestOp::Put(PutRequest {
-                    key: leader.key.clone(),
-                    value: req.value,
-                    lease: leader.lease,
-                    ..Default::default()
-                }),
-            ))
+            .txn(proclaim_txn(&leader, req.value))
             .await
             .map_err(|e| to_unknown_status(&e))?;
         if !resp.succeeded {
@@ -131,7 +125,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
-        let prefix = election_prefix(&request.into_inner().name);
+        let prefix = concurrency::queue_prefix(&request.into_inner().name);
         let revision = self.kernel.revision().map_err(|e| to_unknown_status(&e))?;
         match concurrency::first(&self.kernel, &prefix)
             .await
@@ -151,7 +145,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let prefix = election_prefix(&request.into_inner().name);
+        let prefix = concurrency::queue_prefix(&request.into_inner().name);
         let (out, responses) = mpsc::channel(16);
         let kernel = self.kernel.clone();
         tokio::spawn(async move {

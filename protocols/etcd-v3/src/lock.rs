@@ -28,17 +28,15 @@ impl Lock for LockService {
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         let req = request.into_inner();
-        let mut prefix = req.name;
-        prefix.push(b'/');
+        let prefix = concurrency::queue_prefix(&req.name);
         let entry = concurrency::join(&self.kernel, &prefix, req.lease, Vec::new())
             .await
             .map_err(|e| to_unknown_status(&e))?;
-        concurrency::wait_older_deleted(&self.kernel, &prefix, entry.create_revision - 1)
+        let header = concurrency::wait_turn(&self.kernel, &prefix, &entry)
             .await
             .map_err(|e| to_unknown_status(&e))?;
-        let revision = self.kernel.revision().map_err(|e| to_unknown_status(&e))?;
         Ok(Response::new(pb::LockResponse {
-            header: convert::header(self.kernel.header(revision)),
+            header: convert::header(header),
             key: entry.key,
         }))
     }

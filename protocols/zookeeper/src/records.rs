@@ -246,11 +246,7 @@ impl Field for ConnectRequest {
         let (i, time_out) = jute::int(i)?;
         let (i, session_id) = jute::long(i)?;
         let (i, passwd) = jute::buffer(i)?;
-        // ZooKeeper reads the flag only if a byte is left.
-        let (i, read_only) = match jute::boolean(i) {
-            Ok((i, b)) => (i, Some(b)),
-            Err(_) => (i, None),
-        };
+        let (i, read_only) = read_only_flag(i);
         let passwd = passwd.unwrap_or_default();
         Ok((
             i,
@@ -279,6 +275,15 @@ impl Field for ConnectRequest {
 
 impl Record for ConnectRequest {
     const NAME: &'static str = "ConnectRequest";
+}
+
+/// The trailing readOnly byte of the connect handshake, which ZooKeeper reads only if
+/// a byte is left (old clients omit it).
+fn read_only_flag(i: &[u8]) -> (&[u8], Option<bool>) {
+    match jute::boolean(i) {
+        Ok((rest, flag)) => (rest, Some(flag)),
+        Err(_) => (i, None),
+    }
 }
 
 /// The server's answer to [`ConnectRequest`] (no reply header).
@@ -312,10 +317,7 @@ impl Field for ConnectResponse {
         let (i, time_out) = jute::int(i)?;
         let (i, session_id) = jute::long(i)?;
         let (i, passwd) = jute::buffer(i)?;
-        let (i, read_only) = match jute::boolean(i) {
-            Ok((i, b)) => (i, Some(b)),
-            Err(_) => (i, None),
-        };
+        let (i, read_only) = read_only_flag(i);
         let passwd = passwd.unwrap_or_default();
         Ok((
             i,
