@@ -2,7 +2,6 @@
 //! KV, txn, watch, leases, lock, errors) runs against real etcd and against Concord;
 //! each must succeed, and the two transcripts must be equal line for line.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 

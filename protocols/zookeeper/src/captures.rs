@@ -4,7 +4,6 @@
 //! and, where this codec produces that record, re-encoded byte for byte.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use crate::codes::{ErrorCode, OpCode, xid};
 use crate::frame::{FrameBuffer, FrameSplitter, Split};
