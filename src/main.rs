@@ -10,6 +10,7 @@ use concord_config::{Cli, RestoreArgs, ServeArgs, Settings, Subcommand};
 use concord_etcd_v3::EtcdV3Adapter;
 use concord_kernel::{Kernel, KernelConfig};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
+use concord_zookeeper::{ZookeeperAdapter, ZookeeperOptions};
 
 fn kernel_config(settings: &Settings) -> KernelConfig {
     KernelConfig {
@@ -36,6 +37,22 @@ fn enabled_adapters(settings: &Settings) -> Vec<Box<dyn Adapter>> {
         adapters.push(Box::new(EtcdV3Adapter {
             listen: settings.adapters.etcd.listen,
             max_request_bytes: settings.limits.max_request_bytes,
+        }));
+    }
+    let zk = &settings.adapters.zookeeper;
+    if zk.enabled {
+        adapters.push(Box::new(ZookeeperAdapter {
+            options: ZookeeperOptions {
+                listen: zk.listen,
+                tick_time_ms: zk.tick_time_ms,
+                min_session_timeout_ms: zk.min_session_timeout_ms,
+                max_session_timeout_ms: zk.max_session_timeout_ms,
+                max_frame_bytes: zk.max_frame_bytes,
+                four_letter_words: zk.four_letter_words.clone(),
+                extended_types: zk.extended_types,
+                container_check_interval: Duration::from_millis(zk.container_check_interval_ms),
+                data_dir: settings.node.data_dir.display().to_string(),
+            },
         }));
     }
     adapters

@@ -159,6 +159,9 @@ pub struct Server {
     backend: Backend,
     client_port: u16,
     peer_port: u16,
+    /// Concord's ZooKeeper port (each test server gets its own, so parallel tests do not
+    /// fight over 2181).
+    zk_port: u16,
     work: WorkDir,
     child: Option<Child>,
     starts: u32,
@@ -243,10 +246,12 @@ impl Server {
         if peer_port == client_port {
             peer_port = free_port()?;
         }
+        let zk_port = free_port()?;
         let mut server = Server {
             backend,
             client_port,
             peer_port,
+            zk_port,
             work,
             child: None,
             starts: 0,
@@ -286,6 +291,12 @@ impl Server {
     /// The client endpoint, `127.0.0.1:PORT`, as etcdctl's `--endpoints` takes it.
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Concord's ZooKeeper endpoint, `127.0.0.1:PORT` (real etcd has none: nothing
+    /// listens there).
+    pub fn zk_endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.zk_port)
     }
 
     /// The client port.
@@ -370,6 +381,8 @@ impl Server {
                     .arg(&data_dir)
                     .arg("--etcd-listen")
                     .arg(self.endpoint())
+                    .arg("--zk-listen")
+                    .arg(self.zk_endpoint())
                     .arg("--name")
                     .arg(name)
                     .env("CONCORD_NODE__PEER_URL", &peer_url);

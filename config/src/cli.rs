@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// Address of the etcd client port (`adapters.etcd.listen`).
     #[arg(long, value_name = "HOST:PORT")]
     pub etcd_listen: Option<SocketAddr>,
+    /// Address of the ZooKeeper client port (`adapters.zookeeper.listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub zk_listen: Option<SocketAddr>,
     /// This member's name (`node.name`).
     #[arg(long)]
     pub name: Option<String>,

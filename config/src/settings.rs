@@ -63,6 +63,50 @@ pub struct RaftSettings {
 pub struct Adapters {
     /// The etcd v3 gRPC API.
     pub etcd: AdapterSettings,
+    /// The ZooKeeper client protocol.
+    pub zookeeper: ZookeeperSettings,
+}
+
+/// `[adapters.zookeeper]`: the listener and the knobs ZooKeeper has in `zoo.cfg`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZookeeperSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Name of a `[tls.<name>]` profile; absent means plaintext.
+    pub tls: Option<String>,
+    /// ZooKeeper's `tickTime`: the unit of the session timeout bounds below.
+    pub tick_time_ms: u32,
+    /// Shortest session timeout granted (ZooKeeper: `minSessionTimeout`, 2 ticks).
+    pub min_session_timeout_ms: u32,
+    /// Longest session timeout granted (ZooKeeper: `maxSessionTimeout`, 20 ticks).
+    pub max_session_timeout_ms: u32,
+    /// Largest frame a client may send (ZooKeeper: `jute.maxbuffer`, 0xfffff bytes).
+    pub max_frame_bytes: usize,
+    /// Four-letter words answered on the client port (ZooKeeper: `4lw.commands.whitelist`).
+    pub four_letter_words: Vec<String>,
+    /// Allow TTL nodes (ZooKeeper: `extendedTypesEnabled`).
+    pub extended_types: bool,
+    /// How often empty containers and expired TTL nodes are looked for
+    /// (ZooKeeper: `znode.container.checkIntervalMs`).
+    pub container_check_interval_ms: u64,
+}
+
+impl Default for ZookeeperSettings {
+    fn default() -> Self {
+        ZookeeperSettings {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 2181)),
+            tls: None,
+            tick_time_ms: 2000,
+            min_session_timeout_ms: 4000,
+            max_session_timeout_ms: 40000,
+            max_frame_bytes: 0xfffff,
+            four_letter_words: vec!["srvr".into()],
+            extended_types: false,
+            container_check_interval_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +173,7 @@ impl Default for Adapters {
                 listen: SocketAddr::from(([127, 0, 0, 1], 2379)),
                 tls: None,
             },
+            zookeeper: ZookeeperSettings::default(),
         }
     }
 }
@@ -141,6 +186,12 @@ fn flag_overrides(args: &ServeArgs) -> Figment {
     }
     if let Some(name) = &args.name {
         figment = figment.merge(Serialized::default("node.name", name));
+    }
+    if let Some(addr) = &args.zk_listen {
+        figment = figment.merge(Serialized::default(
+            "adapters.zookeeper.listen",
+            addr.to_string(),
+        ));
     }
     if let Some(addr) = &args.etcd_listen {
         figment = figment.merge(Serialized::default(
@@ -257,6 +308,47 @@ impl Settings {
                     check_readable(path).map_err(|m| fail(&format!("tls.{name}.{field}"), m))?;
                 }
             }
+        }
+        let zk = &self.adapters.zookeeper;
+        if zk.min_session_timeout_ms == 0 || zk.min_session_timeout_ms > zk.max_session_timeout_ms {
+            return Err(fail(
+                "adapters.zookeeper.min_session_timeout_ms",
+                "must be > 0 and at most adapters.zookeeper.max_session_timeout_ms".into(),
+            ));
+        }
+        if zk.max_frame_bytes < 1024 {
+            return Err(fail(
+                "adapters.zookeeper.max_frame_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if zk.container_check_interval_ms < 10 {
+            return Err(fail(
+                "adapters.zookeeper.container_check_interval_ms",
+                "must be at least 10".into(),
+            ));
+        }
+        const KNOWN_WORDS: [&str; 9] = [
+            "ruok", "srvr", "stat", "mntr", "conf", "cons", "envi", "wchs", "isro",
+        ];
+        if let Some(word) = zk
+            .four_letter_words
+            .iter()
+            .find(|w| *w != "*" && !KNOWN_WORDS.contains(&w.as_str()))
+        {
+            return Err(fail(
+                "adapters.zookeeper.four_letter_words",
+                format!(
+                    "unknown four-letter word {word:?} (known: {}, or \"*\")",
+                    KNOWN_WORDS.join(", ")
+                ),
+            ));
+        }
+        if zk.tls.is_some() {
+            return Err(fail(
+                "adapters.zookeeper.tls",
+                "TLS listeners are not available in this build yet".into(),
+            ));
         }
         if let Some(profile) = &self.adapters.etcd.tls {
             if !self.tls.contains_key(profile) {

@@ -25,10 +25,10 @@ use crate::log_store::{LogStore, open_log_db, read_local_meta, write_local_meta}
 use crate::mvcc::{self, ReadView};
 use crate::state_machine::{StateMachine, open_state_db};
 use crate::types::{
-    Alarm, AlarmKind, CompactRequest, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
+    Acl, Alarm, AlarmKind, CompactRequest, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
     LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseTimeToLiveResponse, Member, NodeStatus, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseHeader, ResponseOp, Revision, TreeNode, TreeOp,
+    RangeResponse, ReapableNode, RequestOp, ResponseHeader, ResponseOp, Revision, TreeNode, TreeOp,
     TreeTxnResponse, TxnRequest, TxnResponse, WatchRequest, ZnodeStat,
 };
 use crate::validate;
@@ -551,6 +551,13 @@ impl Kernel {
     }
 
     async fn propose(&self, command: Command) -> KernelResult<CommandReply> {
+        let outcome = self.submit(command)?;
+        outcome.await.map_err(|_| KernelError::Shutdown)?
+    }
+
+    /// Queues a command for the proposer; commands are proposed (and applied) in the
+    /// order they were submitted. The receiver yields its outcome.
+    fn submit(&self, command: Command) -> KernelResult<oneshot::Receiver<CommandOutcome>> {
         let size = postcard::experimental::serialized_size(&command)
             .map_err(|e| KernelError::Storage(e.to_string()))?;
         if size > self.inner.config.max_request_bytes {
@@ -565,7 +572,7 @@ impl Kernel {
                 reply,
             })
             .map_err(|_| KernelError::Shutdown)?;
-        outcome.await.map_err(|_| KernelError::Shutdown)?
+        Ok(outcome)
     }
 
     /// The revision of the latest applied write on this member.
@@ -779,38 +786,73 @@ impl Kernel {
         self.inner.config.data_dir.join("scratch")
     }
 
-    fn is_leader(&self) -> bool {
+    /// Whether this member leads the group now (leader-only duties, such as reaping
+    /// containers, run only where this is true).
+    pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().current_leader == Some(self.member_id())
     }
 
-    /// Runs tree operations (ZooKeeper create/delete/setData/check, or a multi of them)
-    /// all or nothing at one revision, with this leader's clock for ctime/mtime.
+    /// Runs tree operations (ZooKeeper create/delete/setData/check/setACL, or a multi of
+    /// them) all or nothing at one revision, with this leader's clock for ctime/mtime.
     pub async fn tree_txn(&self, ops: Vec<TreeOp>) -> KernelResult<TreeTxnResponse> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or_default();
+        self.submit_tree_txn(ops)?.await
+    }
+
+    /// Like [`Self::tree_txn`], but queued for proposal before this returns: tree
+    /// operations submitted one after another are applied in that order, so a session can
+    /// pipeline its writes and still see them applied in the order it sent them.
+    pub fn submit_tree_txn(
+        &self,
+        ops: Vec<TreeOp>,
+    ) -> KernelResult<impl Future<Output = KernelResult<TreeTxnResponse>> + Send + 'static> {
         if ops
             .iter()
             .any(|op| matches!(op, TreeOp::Create { .. } | TreeOp::SetData { .. }))
         {
             self.refuse_if_no_space()?;
         }
-        match self.propose(Command::Tree { ops, now_ms }).await? {
-            CommandReply::Tree { revision, outcome } => Ok(TreeTxnResponse {
-                header: self.header(revision),
-                outcome,
-            }),
-            _ => Err(KernelError::Storage(
-                "tree txn produced no tree reply".into(),
-            )),
-        }
+        let outcome = self.submit(Command::Tree {
+            ops,
+            now_ms: unix_millis(),
+        })?;
+        let kernel = self.clone();
+        Ok(async move {
+            match outcome.await.map_err(|_| KernelError::Shutdown)?? {
+                CommandReply::Tree { revision, outcome } => Ok(TreeTxnResponse {
+                    header: kernel.header(revision),
+                    outcome,
+                }),
+                _ => Err(KernelError::Storage(
+                    "tree txn produced no tree reply".into(),
+                )),
+            }
+        })
+    }
+
+    /// Empty containers and expired TTL nodes, by this member's clock; the caller
+    /// deletes them (guarded by the version found) through [`Self::tree_txn`].
+    pub fn tree_reapable(&self) -> KernelResult<Vec<ReapableNode>> {
+        let db = &self.inner.state_db;
+        crate::tree::reapable(db, &ReadView::snapshot(db), unix_millis())
     }
 
     /// A tree node (`/` always exists) as this member has it: data, Stat, ACL.
     pub fn tree_node(&self, path: &str) -> KernelResult<Option<TreeNode>> {
         let db = &self.inner.state_db;
         Ok(crate::tree::node(db, &ReadView::snapshot(db), path.as_bytes())?.map(|(node, _)| node))
+    }
+
+    /// A tree node's ACL without reading its data or children (`None`: no such node).
+    pub fn tree_acl(&self, path: &str) -> KernelResult<Option<Vec<Acl>>> {
+        let view = ReadView::snapshot(&self.inner.state_db);
+        if path != "/" && view.latest(path.as_bytes())?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            crate::tree::read_meta(&view, path.as_bytes())?
+                .map(|meta| meta.acl)
+                .unwrap_or_default(),
+        ))
     }
 
     /// The names of a tree node's direct children, in byte order, with the node's
@@ -985,4 +1027,12 @@ fn has_writes(req: &TxnRequest) -> bool {
     any_op(req, &|op| {
         matches!(op, RequestOp::Put(_) | RequestOp::DeleteRange(_))
     })
+}
+
+/// Milliseconds since the Unix epoch by this member's clock.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }

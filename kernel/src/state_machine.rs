@@ -238,6 +238,8 @@ impl StateMachine {
                 let changes = std::mem::take(&mut exec.changes);
                 let metas = std::mem::take(&mut exec.metas);
                 let current = if changes.is_empty() {
+                    // Metadata alone (setACL) changes no key and takes no revision.
+                    crate::tree::stage_meta(&self.db, revision - 1, &[], metas, batch)?;
                     revision - 1
                 } else {
                     self.writer

@@ -20,7 +20,7 @@ use crate::encoding::StoredKv;
 use crate::error::{KernelError, KernelResult};
 use crate::mvcc::{CF_KV_LATEST, CF_TREE_META, Change, ReadView, cf};
 use crate::types::{
-    Acl, Revision, TreeError, TreeNode, TreeOp, TreeOpResult, ZnodeKind, ZnodeStat,
+    Acl, ReapableNode, Revision, TreeError, TreeNode, TreeOp, TreeOpResult, ZnodeKind, ZnodeStat,
 };
 
 /// What ZooKeeper keeps about a node beyond its data and MVCC revisions.
@@ -266,13 +266,7 @@ impl<'a> TreeExecutor<'a> {
 
     /// Runs one operation; an error leaves the executor unusable (the whole list fails).
     pub(crate) fn run(&mut self, op: &TreeOp) -> KernelResult<Result<TreeOpResult, TreeError>> {
-        let path = match op {
-            TreeOp::Create { path, .. }
-            | TreeOp::Delete { path, .. }
-            | TreeOp::SetData { path, .. }
-            | TreeOp::Check { path, .. } => path,
-        };
-        if !valid_path(path) {
+        if !valid_path(op.path()) {
             return Ok(Err(TreeError::BadArguments));
         }
         Ok(match op {
@@ -294,6 +288,9 @@ impl<'a> TreeExecutor<'a> {
                 None => Err(TreeError::NoNode),
                 Some(kv) => Self::check_version(&kv, *version).map(|()| TreeOpResult::Checked),
             },
+            TreeOp::SetAcl { path, acl, version } => {
+                self.set_acl(path.as_bytes(), acl, *version)?
+            }
         })
     }
 
@@ -317,6 +314,9 @@ impl<'a> TreeExecutor<'a> {
         };
         if parent_kv.lease != 0 {
             return Ok(Err(TreeError::NoChildrenForEphemerals));
+        }
+        if ephemeral_owner != 0 && self.view.lease(ephemeral_owner)?.is_none() {
+            return Ok(Err(TreeError::SessionExpired));
         }
         let parent_meta = self.meta(&parent)?;
         let name = if sequential {
@@ -369,6 +369,27 @@ impl<'a> TreeExecutor<'a> {
         self.metas.remove(path);
         self.record(path.to_vec(), None, Some(kv));
         Ok(Ok(TreeOpResult::Deleted))
+    }
+
+    fn set_acl(
+        &mut self,
+        path: &[u8],
+        acl: &[Acl],
+        version: i32,
+    ) -> KernelResult<Result<TreeOpResult, TreeError>> {
+        let Some(kv) = self.current(path)? else {
+            return Ok(Err(TreeError::NoNode));
+        };
+        let mut meta = self.meta(path)?;
+        if version != -1 && version != meta.aversion {
+            return Ok(Err(TreeError::BadVersion));
+        }
+        meta.aversion += 1;
+        meta.acl = acl.to_vec();
+        let num_children = children(self.db, &self.view, path)?.len();
+        let stat = stat_of(&kv, &meta, num_children);
+        self.metas.insert(path.to_vec(), meta);
+        Ok(Ok(TreeOpResult::AclSet { stat }))
     }
 
     fn set_data(
@@ -451,6 +472,36 @@ pub(crate) fn stage_meta(
         }
     }
     Ok(())
+}
+
+/// Containers that had children and have none left, and TTL nodes unmodified for
+/// their TTL at `now_ms` and childless: what the server should delete now.
+pub(crate) fn reapable(
+    db: &DB,
+    view: &ReadView<'_>,
+    now_ms: i64,
+) -> KernelResult<Vec<ReapableNode>> {
+    let mut due = Vec::new();
+    let iter = db.iterator_cf_opt(cf(db, CF_TREE_META)?, view.options(), IteratorMode::Start);
+    for item in iter {
+        let (path, raw) = item?;
+        let meta = TreeMeta::decode(&raw)?;
+        let expired = match meta.kind {
+            ZnodeKind::Persistent => false,
+            ZnodeKind::Container => meta.cversion > 0,
+            ZnodeKind::Ttl(ttl) => meta.mtime.saturating_add(ttl) < now_ms,
+        };
+        if !expired || !children(db, view, &path)?.is_empty() {
+            continue;
+        }
+        if let Some(kv) = view.latest(&path)? {
+            due.push(ReapableNode {
+                path: String::from_utf8_lossy(&path).into_owned(),
+                version: i32::try_from(kv.version - 1).unwrap_or(i32::MAX),
+            });
+        }
+    }
+    Ok(due)
 }
 
 #[cfg(test)]

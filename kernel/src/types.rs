@@ -378,6 +378,25 @@ pub enum TreeOp {
     },
     /// Succeeds if `path` exists with `version` (-1: any).
     Check { path: String, version: i32 },
+    /// Replace the ACL of `path` if its ACL version is `version` (-1: any).
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+}
+
+impl TreeOp {
+    /// The path the operation names.
+    pub fn path(&self) -> &str {
+        match self {
+            TreeOp::Create { path, .. }
+            | TreeOp::Delete { path, .. }
+            | TreeOp::SetData { path, .. }
+            | TreeOp::Check { path, .. }
+            | TreeOp::SetAcl { path, .. } => path,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,6 +405,7 @@ pub enum TreeOpResult {
     Deleted,
     DataSet { stat: ZnodeStat },
     Checked,
+    AclSet { stat: ZnodeStat },
 }
 
 /// Why a tree operation failed (ZooKeeper's error codes for these cases).
@@ -403,6 +423,19 @@ pub enum TreeError {
     NoChildrenForEphemerals,
     #[error("bad arguments")]
     BadArguments,
+    /// An ephemeral create named a session (lease) that no longer exists.
+    #[error("session expired")]
+    SessionExpired,
+}
+
+/// A tree node the server removes on its own when it is due: an empty container that
+/// once had children, or a TTL node unmodified for its TTL and childless.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReapableNode {
+    pub path: String,
+    /// The data version it had when found, so that a delete guarded by it loses to any
+    /// change made since.
+    pub version: i32,
 }
 
 /// The outcome of a list of tree operations: every result, or the index and error of

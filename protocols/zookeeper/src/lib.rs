@@ -1,5 +1,8 @@
-//! Concord's ZooKeeper wire codec: pure functions from bytes to typed records
-//! and back, with no sockets, no kernel and no async.
+//! Concord's ZooKeeper dialect. The wire codec ([`frame`], [`jute`], [`records`],
+//! [`message`], [`codes`]) is pure functions from bytes to typed records and back, with
+//! no sockets, no kernel and no async. The server side is apart from it: [`server`] (the
+//! adapter), `connection` (sessions and request order), `ops` (requests against the
+//! kernel), `watches`, `acl` and `four_letter`.
 //!
 //! Layers, bottom up:
 //! - [`frame`]: 4-byte big-endian length-prefixed frames, a streaming splitter
@@ -16,12 +19,18 @@
 //! one is a request ([`decode_request`]). Replies are built with
 //! [`encode_connect_response`], [`encode_reply`] and [`encode_notification`].
 
+mod acl;
 pub mod codes;
+mod connection;
 pub mod error;
+mod four_letter;
 pub mod frame;
 pub mod jute;
 pub mod message;
+mod ops;
 pub mod records;
+pub mod server;
+mod watches;
 
 #[cfg(test)]
 mod captures;
@@ -42,3 +51,4 @@ pub use records::{
     Acl, ClientInfo, ConnectRequest, ConnectResponse, Id, Record, ReplyHeader, RequestHeader, Stat,
     WatcherEvent,
 };
+pub use server::{ZookeeperAdapter, ZookeeperOptions};

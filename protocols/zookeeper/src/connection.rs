@@ -1,0 +1,584 @@
+//! One client connection. The handshake answers a four-letter word, or starts, resumes
+//! or refuses a session (sessions are kernel leases; the password is derived from the
+//! session id and the cluster id). Then a reader task decodes requests and turns them
+//! into jobs in arrival order: writes are checked and queued in the kernel at once (so
+//! a session's writes pipeline and apply in order), reads wait for the writes before
+//! them, and a write after a read waits for that read. The responder answers the jobs
+//! in order, putting due watch notifications before each reply.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use concord_kernel::Kernel;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::acl::{self, Identity};
+use crate::codes::{ErrorCode, OpCode, xid};
+use crate::frame::{FrameBuffer, FrameSplitter, four_letter_word};
+use crate::message::{Request, Response, decode_connect_request, decode_request};
+use crate::ops::{self, PendingWrite, Planned, ReadContext, Reply, SessionView, WriteShape};
+use crate::records::{ConnectRequest, ConnectResponse, ReplyHeader, WatcherEvent};
+use crate::server::{ConnectionInfo, Shared};
+use crate::watches::ConnectionWatches;
+
+/// Jobs queued between the reader and the responder, at most (then the reader waits,
+/// which stops reading from the socket: backpressure).
+const MAX_QUEUED_JOBS: usize = 1024;
+/// How long a new connection may take to send its connect request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const PASSWORD_LEN: usize = 16;
+
+/// The password of session `id`: any member can check it without shared state.
+fn session_password(cluster_id: u64, id: i64) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(b"concord zookeeper session");
+    hasher.update(cluster_id.to_be_bytes());
+    hasher.update(id.to_be_bytes());
+    hasher.finalize()[..PASSWORD_LEN].to_vec()
+}
+
+/// Whole seconds of lease TTL for a session timeout in ms.
+fn lease_ttl(timeout_ms: i32) -> i64 {
+    (i64::from(timeout_ms.max(1)) + 999) / 1000
+}
+
+/// One unit of work for the responder, in request order.
+enum Job {
+    Reply(Reply),
+    Ping,
+    Write {
+        xid: i32,
+        shape: WriteShape,
+        ops: Vec<OpCode>,
+        pending: PendingWrite,
+        received: Instant,
+    },
+    Read {
+        xid: i32,
+        request: Request,
+        done: oneshot::Sender<()>,
+        received: Instant,
+    },
+    CloseSession {
+        xid: i32,
+    },
+    /// Send what is queued, then close (after an error ZooKeeper closes on).
+    Close,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut first = Vec::with_capacity(64);
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        while first.len() < 4 {
+            if stream.read_buf(&mut first).await? == 0 {
+                return Ok::<bool, std::io::Error>(false);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    if !matches!(handshake, Ok(Ok(true))) {
+        return;
+    }
+    if let Some(word) = four_letter_word(&first) {
+        let answer = crate::four_letter::answer(&shared, word).await;
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let mut frames = FrameBuffer::new(FrameSplitter::new(shared.options.max_frame_bytes));
+    frames.extend(&first);
+    let request = match read_connect(&mut stream, &mut frames).await {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::info!(%peer, why, "zookeeper connection closed during handshake");
+            return;
+        }
+    };
+    let (connection_id, info) = shared.add_connection(peer);
+    let session_id = match establish(&shared, &mut stream, &request, &info).await {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            shared.remove_connection(connection_id, 0);
+            return;
+        }
+        Err(why) => {
+            tracing::info!(%peer, why, "zookeeper session refused");
+            shared.remove_connection(connection_id, 0);
+            return;
+        }
+    };
+    shared.bind_session(connection_id, session_id);
+    run_session(
+        &shared,
+        stream,
+        frames,
+        connection_id,
+        &info,
+        session_id,
+        peer,
+    )
+    .await;
+    shared.remove_connection(connection_id, session_id);
+}
+
+async fn read_connect(
+    stream: &mut TcpStream,
+    frames: &mut FrameBuffer,
+) -> Result<ConnectRequest, String> {
+    let body = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            if let Some(body) = frames.next_frame().map_err(|e| e.to_string())? {
+                return Ok(body);
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Err("closed".to_string()),
+                Ok(n) => frames.extend(&chunk[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no connect request in time".to_string())??;
+    decode_connect_request(&body).map_err(|e| format!("malformed connect request: {e}"))
+}
+
+/// Starts or resumes the session the connect request asks for and answers it.
+/// `Ok(None)`: the session had expired (answered so; the connection closes).
+async fn establish(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    request: &ConnectRequest,
+    info: &ConnectionInfo,
+) -> Result<Option<i64>, String> {
+    let kernel = &shared.kernel;
+    let revision = kernel.revision().map_err(|e| e.to_string())?;
+    if request.last_zxid_seen > revision {
+        return Err(format!(
+            "client has seen zxid {:#x}, ours is only {revision:#x}",
+            request.last_zxid_seen
+        ));
+    }
+    let options = &shared.options;
+    let timeout = request.time_out.clamp(
+        i32::try_from(options.min_session_timeout_ms).unwrap_or(i32::MAX),
+        i32::try_from(options.max_session_timeout_ms).unwrap_or(i32::MAX),
+    );
+    let cluster = kernel.cluster_id();
+    let session_id = if request.session_id == 0 {
+        let granted = kernel
+            .lease_grant(0, lease_ttl(timeout))
+            .await
+            .map_err(|e| format!("cannot start a session: {e}"))?;
+        granted.id
+    } else {
+        let known = request.passwd == session_password(cluster, request.session_id)
+            && kernel
+                .lease_keep_alive(request.session_id)
+                .await
+                .is_ok_and(|r| r.ttl > 0);
+        if !known {
+            let expired = ConnectResponse {
+                protocol_version: 0,
+                time_out: 0,
+                session_id: 0,
+                passwd: vec![0; PASSWORD_LEN],
+                read_only: None,
+            }
+            .answering(request, false);
+            let _ = stream
+                .write_all(&crate::message::encode_connect_response(&expired))
+                .await;
+            return Ok(None);
+        }
+        request.session_id
+    };
+    shared.ensure_system_nodes().await;
+    let response = ConnectResponse {
+        protocol_version: 0,
+        time_out: timeout,
+        session_id,
+        passwd: session_password(cluster, session_id),
+        read_only: None,
+    }
+    .answering(request, false);
+    stream
+        .write_all(&crate::message::encode_connect_response(&response))
+        .await
+        .map_err(|e| e.to_string())?;
+    info.session_id.store(session_id as u64, Ordering::Relaxed);
+    info.timeout_ms
+        .store(u64::try_from(timeout).unwrap_or(0), Ordering::Relaxed);
+    Ok(Some(session_id))
+}
+
+/// The session as both tasks of a connection see it.
+struct SessionState {
+    id: i64,
+    timeout: Duration,
+    identities: RwLock<Vec<Identity>>,
+    extended_types: bool,
+}
+
+impl SessionState {
+    fn view(&self) -> SessionView {
+        SessionView {
+            id: self.id,
+            identities: self
+                .identities
+                .read()
+                .map(|ids| ids.clone())
+                .unwrap_or_default(),
+            extended_types: self.extended_types,
+        }
+    }
+}
+
+async fn run_session(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    frames: FrameBuffer,
+    connection_id: u64,
+    info: &Arc<ConnectionInfo>,
+    session_id: i64,
+    peer: SocketAddr,
+) {
+    let timeout_ms = info.timeout_ms.load(Ordering::Relaxed);
+    let session = Arc::new(SessionState {
+        id: session_id,
+        timeout: Duration::from_millis(timeout_ms.max(1)),
+        identities: RwLock::new(vec![Identity {
+            scheme: "ip".into(),
+            id: peer.ip().to_string(),
+        }]),
+        extended_types: shared.options.extended_types,
+    });
+    let (reader, writer) = stream.into_split();
+    let (jobs_tx, jobs) = mpsc::channel(MAX_QUEUED_JOBS);
+    let reader_task = tokio::spawn(read_requests(
+        shared.clone(),
+        session.clone(),
+        info.clone(),
+        reader,
+        frames,
+        jobs_tx,
+    ));
+    let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+    let watches = Arc::new(ConnectionWatches::new(notify_tx));
+    let mut responder = Responder {
+        shared: shared.clone(),
+        session,
+        info: info.clone(),
+        connection_id,
+        watches,
+        registered: false,
+        notifications: notify_rx,
+        out: BufWriter::new(writer),
+    };
+    responder.run(jobs).await;
+    reader_task.abort();
+}
+
+/// Keeps the session's lease alive at most every third of its timeout while the client
+/// is active; closes the connection if the lease turns out to be gone.
+struct Toucher {
+    last: Instant,
+}
+
+impl Toucher {
+    fn touch(&mut self, kernel: &Kernel, session: &SessionState, info: &Arc<ConnectionInfo>) {
+        if self.last.elapsed() < session.timeout / 3 {
+            return;
+        }
+        self.last = Instant::now();
+        let kernel = kernel.clone();
+        let id = session.id;
+        let info = info.clone();
+        tokio::spawn(async move {
+            if let Ok(r) = kernel.lease_keep_alive(id).await
+                && r.ttl == 0
+            {
+                tracing::info!(session = %format!("{id:#x}"), "zookeeper session expired");
+                info.close.notify_one();
+            }
+        });
+    }
+}
+
+async fn read_requests(
+    shared: Arc<Shared>,
+    session: Arc<SessionState>,
+    info: Arc<ConnectionInfo>,
+    mut reader: OwnedReadHalf,
+    mut frames: FrameBuffer,
+    jobs: mpsc::Sender<Job>,
+) {
+    let kernel = &shared.kernel;
+    let mut toucher = Toucher {
+        last: Instant::now(),
+    };
+    // Done when the last read before now has been answered.
+    let mut read_barrier: Option<oneshot::Receiver<()>> = None;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let body = match frames.next_frame() {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                match tokio::time::timeout(session.timeout, reader.read(&mut chunk)).await {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => {
+                        frames.extend(&chunk[..n]);
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %info.peer, error = %e, "zookeeper read failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = %info.peer, "zookeeper client silent past its session timeout; closing");
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(peer = %info.peer, error = %e, "zookeeper frame refused; closing the connection");
+                break;
+            }
+        };
+        let received = Instant::now();
+        shared.counters.received.fetch_add(1, Ordering::Relaxed);
+        info.received.fetch_add(1, Ordering::Relaxed);
+        toucher.touch(kernel, &session, &info);
+        let (header, request) = match decode_request(&body) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::warn!(peer = %info.peer, error = %e, "malformed zookeeper request; closing the connection");
+                break;
+            }
+        };
+        let current = || kernel.revision().unwrap_or_default();
+        let job = match request {
+            Request::Ping => Job::Ping,
+            Request::Auth(packet) => {
+                let granted =
+                    acl::authenticate(&packet.scheme, packet.auth.as_deref().unwrap_or_default());
+                let Some(identity) = granted else {
+                    let failed = Reply::error(xid::AUTH, current(), ErrorCode::AuthFailed);
+                    let _ = jobs.send(Job::Reply(failed)).await;
+                    let _ = jobs.send(Job::Close).await;
+                    break;
+                };
+                if let Ok(mut ids) = session.identities.write()
+                    && !ids.contains(&identity)
+                {
+                    ids.push(identity);
+                }
+                Job::Reply(Reply::ok(xid::AUTH, current(), Response::Empty))
+            }
+            Request::CloseSession => {
+                if let Some(barrier) = read_barrier.take() {
+                    let _ = barrier.await;
+                }
+                let _ = jobs.send(Job::CloseSession { xid: header.xid }).await;
+                break;
+            }
+            Request::Unknown(op) => {
+                tracing::info!(peer = %info.peer, op, "unknown zookeeper opcode; closing the connection");
+                let reply = Reply::error(header.xid, -1, ErrorCode::Unimplemented);
+                let _ = jobs.send(Job::Reply(reply)).await;
+                let _ = jobs.send(Job::Close).await;
+                break;
+            }
+            request => match ops::plan_write(kernel, &session.view(), &request) {
+                Some(planned) => {
+                    if let Some(barrier) = read_barrier.take() {
+                        let _ = barrier.await;
+                    }
+                    match planned {
+                        Planned::Write(tree_ops, shape) => match ops::submit(kernel, tree_ops) {
+                            Ok(pending) => Job::Write {
+                                xid: header.xid,
+                                shape,
+                                ops: ops::multi_opcodes(&request),
+                                pending,
+                                received,
+                            },
+                            Err(e) => Job::Reply(Reply::error(header.xid, current(), e)),
+                        },
+                        Planned::Failed(e) => Job::Reply(Reply::error(header.xid, current(), e)),
+                        Planned::MultiFailed(index, e, len) => Job::Reply(Reply::ok(
+                            header.xid,
+                            current(),
+                            ops::failed_multi(index, e, len),
+                        )),
+                    }
+                }
+                None => {
+                    let (done, barrier) = oneshot::channel();
+                    read_barrier = Some(barrier);
+                    Job::Read {
+                        xid: header.xid,
+                        request,
+                        done,
+                        received,
+                    }
+                }
+            },
+        };
+        if jobs.send(job).await.is_err() {
+            break;
+        }
+    }
+}
+
+struct Responder {
+    shared: Arc<Shared>,
+    session: Arc<SessionState>,
+    info: Arc<ConnectionInfo>,
+    connection_id: u64,
+    watches: Arc<ConnectionWatches>,
+    /// Whether the dispatcher delivers to this connection (from its first watch on).
+    registered: bool,
+    notifications: mpsc::UnboundedReceiver<WatcherEvent>,
+    out: BufWriter<OwnedWriteHalf>,
+}
+
+/// Whether a read may leave a watch behind.
+fn sets_watch(request: &Request) -> bool {
+    match request {
+        Request::Exists(r)
+        | Request::GetData(r)
+        | Request::GetChildren(r)
+        | Request::GetChildren2(r) => r.watch,
+        Request::SetWatches(_) | Request::SetWatches2(_) | Request::AddWatch(_) => true,
+        _ => false,
+    }
+}
+
+impl Responder {
+    async fn run(&mut self, mut jobs: mpsc::Receiver<Job>) {
+        loop {
+            let keep_going = tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => self.handle(job).await,
+                    None => false,
+                },
+                Some(event) = self.notifications.recv() => self.notify(&event).await,
+                _ = self.info.close.notified() => false,
+            };
+            if !keep_going {
+                break;
+            }
+            if jobs.is_empty() && self.out.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = self.out.flush().await;
+        let _ = self.out.shutdown().await;
+    }
+
+    async fn write_frame(&mut self, frame: &[u8]) -> bool {
+        self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        self.info.sent.fetch_add(1, Ordering::Relaxed);
+        self.out.write_all(frame).await.is_ok()
+    }
+
+    async fn notify(&mut self, event: &WatcherEvent) -> bool {
+        self.write_frame(&crate::message::encode_notification(event))
+            .await
+    }
+
+    /// Sends `reply` after every notification due up to its zxid.
+    async fn send(&mut self, reply: Reply) -> bool {
+        if self.registered {
+            self.shared.dispatcher.synced_to(reply.zxid).await;
+        }
+        while let Ok(event) = self.notifications.try_recv() {
+            if !self.notify(&event).await {
+                return false;
+            }
+        }
+        let header = ReplyHeader {
+            xid: reply.xid,
+            zxid: reply.zxid,
+            err: reply.err,
+        };
+        let frame = crate::message::encode_reply(&header, &reply.body);
+        self.write_frame(&frame).await
+    }
+
+    fn current(&self) -> i64 {
+        self.shared.kernel.revision().unwrap_or_default()
+    }
+
+    async fn handle(&mut self, job: Job) -> bool {
+        match job {
+            Job::Reply(reply) => self.send(reply).await,
+            Job::Ping => {
+                let zxid = self.current();
+                self.send(Reply::ok(xid::PING, zxid, Response::Empty)).await
+            }
+            Job::Close => false,
+            Job::CloseSession { xid } => {
+                let zxid = match self.shared.kernel.lease_revoke(self.session.id).await {
+                    Ok(header) => header.revision,
+                    Err(_) => self.current(),
+                };
+                self.send(Reply::ok(xid, zxid, Response::Empty)).await;
+                false
+            }
+            Job::Write {
+                xid,
+                shape,
+                ops,
+                pending,
+                received,
+            } => {
+                let outcome = pending.await;
+                let reply = ops::write_reply(xid, shape, &ops, outcome, self.current());
+                self.shared.counters.record_latency(received.elapsed());
+                self.send(reply).await
+            }
+            Job::Read {
+                xid,
+                request,
+                done,
+                received,
+            } => {
+                // Registered before the read, so no change after it can slip past a
+                // watch it sets.
+                if !self.registered && sets_watch(&request) {
+                    self.shared
+                        .dispatcher
+                        .register(self.connection_id, self.watches.clone());
+                    self.registered = true;
+                }
+                let before = self.current();
+                let session = self.session.view();
+                let ctx = ReadContext {
+                    kernel: &self.shared.kernel,
+                    session: &session,
+                    watches: &self.watches,
+                };
+                let outcome = ctx.run(&request, before).await;
+                let _ = done.send(());
+                let zxid = self.current();
+                let reply = match outcome {
+                    Ok(body) => Reply::ok(xid, zxid, body),
+                    Err(e) => Reply::error(xid, zxid, e),
+                };
+                self.shared.counters.record_latency(received.elapsed());
+                self.send(reply).await
+            }
+        }
+    }
+}
