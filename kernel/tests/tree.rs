@@ -303,3 +303,137 @@ async fn ephemerals_live_on_a_lease_and_one_namespace_with_etcd() {
     assert_eq!(stat(&kernel, "/gone").cversion, 0);
     kernel.shutdown().await;
 }
+
+#[tokio::test]
+async fn set_acl_checks_and_bumps_the_acl_version_without_a_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    one(&kernel, create("/n", "d")).await.unwrap();
+    let before = kernel.revision().unwrap();
+    let read_only = vec![Acl {
+        perms: 1,
+        scheme: "world".into(),
+        id: "anyone".into(),
+    }];
+    let set = |version| TreeOp::SetAcl {
+        path: "/n".into(),
+        acl: read_only.clone(),
+        version,
+    };
+    assert_eq!(one(&kernel, set(3)).await, Err(TreeError::BadVersion));
+    let Ok(TreeOpResult::AclSet { stat }) = one(&kernel, set(0)).await else {
+        panic!("setACL at aversion 0 must succeed");
+    };
+    assert_eq!((stat.aversion, stat.version), (1, 0));
+    assert_eq!(
+        kernel.revision().unwrap(),
+        before,
+        "an ACL change takes no revision"
+    );
+    let node = kernel.tree_node("/n").unwrap().unwrap();
+    assert_eq!((node.acl, node.stat.aversion), (read_only.clone(), 1));
+    assert_eq!(kernel.tree_acl("/n").unwrap(), Some(read_only));
+    assert_eq!(kernel.tree_acl("/missing").unwrap(), None);
+    assert_eq!(
+        one(
+            &kernel,
+            TreeOp::SetAcl {
+                path: "/missing".into(),
+                acl: Vec::new(),
+                version: -1
+            }
+        )
+        .await,
+        Err(TreeError::NoNode)
+    );
+    kernel.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ephemeral_on_a_gone_lease_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    let lease = kernel.lease_grant(0, 60).await.unwrap().id;
+    kernel.lease_revoke(lease).await.unwrap();
+    assert_eq!(
+        one(&kernel, ephemeral("/e", lease)).await,
+        Err(TreeError::SessionExpired)
+    );
+    assert!(kernel.tree_node("/e").unwrap().is_none());
+    kernel.shutdown().await;
+}
+
+#[tokio::test]
+async fn empty_containers_and_stale_ttl_nodes_are_reapable() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    let with_kind = |path: &str, kind| match create(path, "") {
+        TreeOp::Create {
+            path, data, acl, ..
+        } => TreeOp::Create {
+            path,
+            data,
+            acl,
+            ephemeral_owner: 0,
+            sequential: false,
+            kind,
+        },
+        other => other,
+    };
+    one(&kernel, with_kind("/box", ZnodeKind::Container))
+        .await
+        .unwrap();
+    one(&kernel, with_kind("/ttl", ZnodeKind::Ttl(1)))
+        .await
+        .unwrap();
+    one(&kernel, with_kind("/long", ZnodeKind::Ttl(3_600_000)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let paths = |due: Vec<ReapableNode>| due.into_iter().map(|n| n.path).collect::<Vec<_>>();
+    // A container that never had a child stays; a TTL node past its TTL is due.
+    assert_eq!(paths(kernel.tree_reapable().unwrap()), vec!["/ttl"]);
+    one(&kernel, create("/box/item", "")).await.unwrap();
+    assert_eq!(paths(kernel.tree_reapable().unwrap()), vec!["/ttl"]);
+    one(
+        &kernel,
+        TreeOp::Delete {
+            path: "/box/item".into(),
+            version: -1,
+        },
+    )
+    .await
+    .unwrap();
+    let due = kernel.tree_reapable().unwrap();
+    assert_eq!(paths(due.clone()), vec!["/box", "/ttl"]);
+    assert!(due.iter().all(|n| n.version == 0));
+    kernel.shutdown().await;
+}
+
+#[tokio::test]
+async fn submitted_tree_txns_apply_in_submission_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    // Submitted back to back without awaiting: the create must apply before the
+    // children that need it, and the sequential names follow submission order.
+    let mut pending = vec![kernel.submit_tree_txn(vec![create("/q", "")]).unwrap()];
+    for _ in 0..20 {
+        pending.push(
+            kernel
+                .submit_tree_txn(vec![sequential("/q/item-")])
+                .unwrap(),
+        );
+    }
+    let mut names = Vec::new();
+    for p in pending {
+        match p.await.unwrap().outcome.unwrap().remove(0) {
+            TreeOpResult::Created { path, .. } => names.push(path),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let expected: Vec<String> = std::iter::once("/q".to_string())
+        .chain((0..20).map(|i| format!("/q/item-{i:010}")))
+        .collect();
+    assert_eq!(names, expected);
+    kernel.shutdown().await;
+}

@@ -33,6 +33,10 @@ const MAX_QUEUED_JOBS: usize = 1024;
 /// How long a new connection may take to send its connect request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const PASSWORD_LEN: usize = 16;
+/// Per-connection buffers stay small so that idle connections cost little; a larger
+/// frame is assembled across reads.
+const READ_CHUNK: usize = 4096;
+const WRITE_BUFFER: usize = 4096;
 
 /// The password of session `id`: any member can check it without shared state.
 fn session_password(cluster_id: u64, id: i64) -> Vec<u8> {
@@ -282,7 +286,7 @@ async fn run_session(
         watches,
         registered: false,
         notifications: notify_rx,
-        out: BufWriter::new(writer),
+        out: BufWriter::with_capacity(WRITE_BUFFER, writer),
     };
     responder.run(jobs).await;
     reader_task.abort();
@@ -328,7 +332,7 @@ async fn read_requests(
     };
     // Done when the last read before now has been answered.
     let mut read_barrier: Option<oneshot::Receiver<()>> = None;
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; READ_CHUNK];
     loop {
         let body = match frames.next_frame() {
             Ok(Some(body)) => body,
