@@ -28,6 +28,8 @@ pub struct Background {
     pid: u32,
     lines: mpsc::UnboundedReceiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// Ends when stderr reaches end of file.
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Background {
@@ -62,7 +64,7 @@ impl Background {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let collected = Arc::clone(&stderr);
-        tokio::spawn(async move {
+        let stderr_reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             while let Ok(n) = stderr_pipe.read(&mut buf).await {
                 if n == 0 {
@@ -79,6 +81,7 @@ impl Background {
             pid,
             lines,
             stderr,
+            stderr_reader: Some(stderr_reader),
         })
     }
 
@@ -169,6 +172,10 @@ impl Background {
             .await
             .with_context(|| format!("etcdctl {:?} did not exit within {timeout:?}", self.args))?
             .context("cannot wait for etcdctl")?;
+        // The process is gone, but its last stderr bytes may still be in the pipe.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::time::timeout(timeout, reader).await;
+        }
         Ok(status.code())
     }
 
