@@ -29,7 +29,7 @@ use crate::types::{
     LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseTimeToLiveResponse, Member, NodeStatus, PutRequest, PutResponse, RangeRequest,
     RangeResponse, ReapableNode, RequestOp, ResponseHeader, ResponseOp, Revision, TreeNode, TreeOp,
-    TreeTxnResponse, TxnRequest, TxnResponse, WatchRequest, ZnodeStat,
+    TreeRead, TreeTxnResponse, TxnRequest, TxnResponse, WatchRequest, ZnodeStat,
 };
 use crate::validate;
 use crate::watch::{WatchHub, Watcher};
@@ -836,10 +836,32 @@ impl Kernel {
         crate::tree::reapable(db, &ReadView::snapshot(db), unix_millis())
     }
 
+    /// A tree node (`/` always exists) and its children's names, as this member has
+    /// them, with the revision of the state read (all from one snapshot).
+    pub fn tree_read(&self, path: &str) -> KernelResult<TreeRead> {
+        let db = &self.inner.state_db;
+        let view = ReadView::snapshot(db);
+        let revision = view.revision()?;
+        Ok(match crate::tree::node(db, &view, path.as_bytes())? {
+            Some((node, children)) => TreeRead {
+                revision,
+                node: Some(node),
+                children: children
+                    .into_iter()
+                    .map(|name| String::from_utf8_lossy(&name).into_owned())
+                    .collect(),
+            },
+            None => TreeRead {
+                revision,
+                node: None,
+                children: Vec::new(),
+            },
+        })
+    }
+
     /// A tree node (`/` always exists) as this member has it: data, Stat, ACL.
     pub fn tree_node(&self, path: &str) -> KernelResult<Option<TreeNode>> {
-        let db = &self.inner.state_db;
-        Ok(crate::tree::node(db, &ReadView::snapshot(db), path.as_bytes())?.map(|(node, _)| node))
+        Ok(self.tree_read(path)?.node)
     }
 
     /// A tree node's ACL without reading its data or children (`None`: no such node).
@@ -858,17 +880,8 @@ impl Kernel {
     /// The names of a tree node's direct children, in byte order, with the node's
     /// Stat; `None` if the node does not exist.
     pub fn tree_children(&self, path: &str) -> KernelResult<Option<(Vec<String>, ZnodeStat)>> {
-        let db = &self.inner.state_db;
-        let Some((node, children)) =
-            crate::tree::node(db, &ReadView::snapshot(db), path.as_bytes())?
-        else {
-            return Ok(None);
-        };
-        let names = children
-            .into_iter()
-            .map(|name| String::from_utf8_lossy(&name).into_owned())
-            .collect();
-        Ok(Some((names, node.stat)))
+        let read = self.tree_read(path)?;
+        Ok(read.node.map(|node| (read.children, node.stat)))
     }
 
     /// The members of the group (one, until clustering lands).

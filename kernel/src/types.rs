@@ -356,6 +356,15 @@ pub struct TreeNode {
     pub acl: Vec<Acl>,
 }
 
+/// A tree node as read, with its children's names (in byte order) and the revision of
+/// the state it was read from; `node` is `None` if there is no such node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeRead {
+    pub revision: Revision,
+    pub node: Option<TreeNode>,
+    pub children: Vec<String>,
+}
+
 /// One operation on the tree view, checked at apply time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TreeOp {

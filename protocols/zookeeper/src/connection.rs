@@ -566,16 +566,11 @@ impl Responder {
                         .register(self.connection_id, self.watches.clone());
                     self.registered = true;
                 }
-                let before = self.current();
                 let session = self.session.view();
-                let ctx = ReadContext {
-                    kernel: &self.shared.kernel,
-                    session: &session,
-                    watches: &self.watches,
-                };
-                let outcome = ctx.run(&request, before).await;
+                let ctx = ReadContext::new(&self.shared.kernel, &session, &self.watches);
+                let outcome = ctx.run(&request).await;
                 let _ = done.send(());
-                let zxid = self.current();
+                let zxid = ctx.observed().unwrap_or_else(|| self.current());
                 let reply = match outcome {
                     Ok(body) => Reply::ok(xid, zxid, body),
                     Err(e) => Reply::error(xid, zxid, e),

@@ -5,9 +5,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use concord_kernel::types::{
-    Acl as StoredAcl, RangeRequest, Revision, TreeError, TreeNode, TreeOp, TreeOpResult,
+    Acl as StoredAcl, RangeRequest, Revision, TreeError, TreeNode, TreeOp, TreeOpResult, TreeRead,
     TreeTxnResponse, ZnodeKind, ZnodeStat,
 };
 use concord_kernel::{Kernel, KernelError, valid_path};
@@ -435,13 +436,9 @@ pub struct ReadContext<'a> {
     pub kernel: &'a Kernel,
     pub session: &'a SessionView,
     pub watches: &'a ConnectionWatches,
-}
-
-fn node(kernel: &Kernel, path: &str) -> Result<Option<TreeNode>, ErrorCode> {
-    if !valid_path(path) {
-        return Err(ErrorCode::BadArguments);
-    }
-    kernel.tree_node(path).map_err(|e| kernel_error_code(&e))
+    /// The newest state revision a read of this request saw: the reply's zxid, and the
+    /// revision watches set by it start after.
+    observed: AtomicI64,
 }
 
 fn need(ctx: &ReadContext<'_>, acl: &[StoredAcl], perm: i32) -> Result<(), ErrorCode> {
@@ -452,15 +449,57 @@ fn need(ctx: &ReadContext<'_>, acl: &[StoredAcl], perm: i32) -> Result<(), Error
     }
 }
 
-impl ReadContext<'_> {
+impl<'a> ReadContext<'a> {
+    pub fn new(
+        kernel: &'a Kernel,
+        session: &'a SessionView,
+        watches: &'a ConnectionWatches,
+    ) -> Self {
+        ReadContext {
+            kernel,
+            session,
+            watches,
+            observed: AtomicI64::new(-1),
+        }
+    }
+
+    fn saw(&self, revision: Revision) {
+        self.observed.fetch_max(revision, Ordering::Relaxed);
+    }
+
+    /// The newest revision a read of this request saw, if it read the state.
+    pub fn observed(&self) -> Option<Revision> {
+        Some(self.observed.load(Ordering::Relaxed)).filter(|r| *r >= 0)
+    }
+
+    /// Reads a node (and its children's names) from one snapshot of the state.
+    fn read(&self, path: &str) -> Result<TreeRead, ErrorCode> {
+        if !valid_path(path) {
+            return Err(ErrorCode::BadArguments);
+        }
+        let read = self
+            .kernel
+            .tree_read(path)
+            .map_err(|e| kernel_error_code(&e))?;
+        self.saw(read.revision);
+        Ok(read)
+    }
+
+    fn node(&self, path: &str) -> Result<(TreeNode, Revision), ErrorCode> {
+        let read = self.read(path)?;
+        read.node
+            .map(|node| (node, read.revision))
+            .ok_or(ErrorCode::NoNode)
+    }
+
     fn watch(&self, set: bool, kind: WatchKind, path: &str, revision: Revision) {
         if set {
             self.watches.lock().add(kind, path, revision);
         }
     }
 
-    fn get_data(&self, path: &str, watch: bool, revision: Revision) -> Result<Response, ErrorCode> {
-        let node = node(self.kernel, path)?.ok_or(ErrorCode::NoNode)?;
+    fn get_data(&self, path: &str, watch: bool) -> Result<Response, ErrorCode> {
+        let (node, revision) = self.node(path)?;
         need(self, &node.acl, perms::READ)?;
         self.watch(watch, WatchKind::Data, path, revision);
         Ok(Response::GetData(GetDataResponse {
@@ -469,56 +508,39 @@ impl ReadContext<'_> {
         }))
     }
 
-    fn children(
-        &self,
-        path: &str,
-        watch: bool,
-        revision: Revision,
-    ) -> Result<(Vec<String>, Stat), ErrorCode> {
-        if !valid_path(path) {
-            return Err(ErrorCode::BadArguments);
-        }
-        let (children, stat) = self
-            .kernel
-            .tree_children(path)
-            .map_err(|e| kernel_error_code(&e))?
-            .ok_or(ErrorCode::NoNode)?;
-        let acl = self
-            .kernel
-            .tree_acl(path)
-            .map_err(|e| kernel_error_code(&e))?
-            .unwrap_or_default();
-        need(self, &acl, perms::READ)?;
-        self.watch(watch, WatchKind::Child, path, revision);
-        Ok((children, wire_stat(&stat)))
+    fn children(&self, path: &str, watch: bool) -> Result<(Vec<String>, Stat), ErrorCode> {
+        let read = self.read(path)?;
+        let node = read.node.ok_or(ErrorCode::NoNode)?;
+        need(self, &node.acl, perms::READ)?;
+        self.watch(watch, WatchKind::Child, path, read.revision);
+        Ok((read.children, wire_stat(&node.stat)))
     }
 
-    /// Answers a read; `revision` is the state the answer reflects (watches set here
-    /// fire for changes after it).
-    pub async fn run(&self, request: &Request, revision: Revision) -> Result<Response, ErrorCode> {
+    /// Answers a read (watches it sets fire for changes after the state it read).
+    pub async fn run(&self, request: &Request) -> Result<Response, ErrorCode> {
         match request {
-            Request::Exists(r) => match node(self.kernel, &r.path)? {
-                Some(node) => {
-                    self.watch(r.watch, WatchKind::Data, &r.path, revision);
-                    Ok(Response::Stat(wire_stat(&node.stat)))
+            Request::Exists(r) => {
+                let read = self.read(&r.path)?;
+                match read.node {
+                    Some(node) => {
+                        self.watch(r.watch, WatchKind::Data, &r.path, read.revision);
+                        Ok(Response::Stat(wire_stat(&node.stat)))
+                    }
+                    None => {
+                        self.watch(r.watch, WatchKind::Exist, &r.path, read.revision);
+                        Err(ErrorCode::NoNode)
+                    }
                 }
-                None => {
-                    self.watch(r.watch, WatchKind::Exist, &r.path, revision);
-                    Err(ErrorCode::NoNode)
-                }
-            },
-            Request::GetData(r) => self.get_data(&r.path, r.watch, revision),
-            Request::GetChildren(r) => self
-                .children(&r.path, r.watch, revision)
-                .map(|(children, _)| Response::GetChildren(GetChildrenResponse { children })),
-            Request::GetChildren2(r) => {
-                self.children(&r.path, r.watch, revision)
-                    .map(|(children, stat)| {
-                        Response::GetChildren2(GetChildren2Response { children, stat })
-                    })
             }
+            Request::GetData(r) => self.get_data(&r.path, r.watch),
+            Request::GetChildren(r) => self
+                .children(&r.path, r.watch)
+                .map(|(children, _)| Response::GetChildren(GetChildrenResponse { children })),
+            Request::GetChildren2(r) => self.children(&r.path, r.watch).map(|(children, stat)| {
+                Response::GetChildren2(GetChildren2Response { children, stat })
+            }),
             Request::GetAcl(r) => {
-                let node = node(self.kernel, &r.path)?.ok_or(ErrorCode::NoNode)?;
+                let (node, _) = self.node(&r.path)?;
                 need(self, &node.acl, perms::READ | perms::ADMIN)?;
                 Ok(Response::GetAcl(GetAclResponse {
                     acl: reported_acl(&node.acl),
@@ -526,7 +548,7 @@ impl ReadContext<'_> {
                 }))
             }
             Request::GetAllChildrenNumber(r) => {
-                let node = node(self.kernel, &r.path)?.ok_or(ErrorCode::NoNode)?;
+                let (node, _) = self.node(&r.path)?;
                 need(self, &node.acl, perms::READ)?;
                 let prefix = if r.path == "/" {
                     "/".to_string()
@@ -564,7 +586,6 @@ impl ReadContext<'_> {
                         &Vec::new(),
                         &Vec::new(),
                     ],
-                    revision,
                 )?;
                 Ok(Response::Empty)
             }
@@ -578,7 +599,6 @@ impl ReadContext<'_> {
                         &w.persistent_watches,
                         &w.persistent_recursive_watches,
                     ],
-                    revision,
                 )?;
                 Ok(Response::Empty)
             }
@@ -589,12 +609,11 @@ impl ReadContext<'_> {
                 ops.iter()
                     .map(|op| {
                         let outcome = match op {
-                            MultiOp::GetData(r) => self.get_data(&r.path, false, revision),
+                            MultiOp::GetData(r) => self.get_data(&r.path, false),
                             MultiOp::GetChildren(r) => {
-                                self.children(&r.path, false, revision)
-                                    .map(|(children, _)| {
-                                        Response::GetChildren(GetChildrenResponse { children })
-                                    })
+                                self.children(&r.path, false).map(|(children, _)| {
+                                    Response::GetChildren(GetChildrenResponse { children })
+                                })
                             }
                             _ => Err(ErrorCode::BadArguments),
                         };
@@ -616,6 +635,8 @@ impl ReadContext<'_> {
                 if !valid_path(&r.path) {
                     return Err(ErrorCode::BadArguments);
                 }
+                let revision = self.kernel.revision().map_err(|e| kernel_error_code(&e))?;
+                self.saw(revision);
                 self.watches.lock().add(kind, &r.path, revision);
                 Ok(Response::AddWatch(0))
             }
@@ -669,12 +690,17 @@ impl ReadContext<'_> {
         &self,
         relative_zxid: i64,
         [data, exist, child, persistent, recursive]: [&Vec<String>; 5],
-        revision: Revision,
     ) -> Result<(), ErrorCode> {
         use crate::codes::EventType;
         use crate::watches::event;
+        let revision = self.kernel.revision().map_err(|e| kernel_error_code(&e))?;
+        self.saw(revision);
+        // Each node is read at `revision` or later: a change after `revision` that the
+        // read already shows may fire the re-registered watch once more (a spurious
+        // event, never a missed one).
+        let node = |path: &str| self.read(path).map(|r| r.node);
         for path in data {
-            match node(self.kernel, path)? {
+            match node(path)? {
                 None => self.watches.send(event(EventType::NodeDeleted, path)),
                 Some(n) if n.stat.mzxid > relative_zxid => {
                     self.watches.send(event(EventType::NodeDataChanged, path));
@@ -683,13 +709,13 @@ impl ReadContext<'_> {
             }
         }
         for path in exist {
-            match node(self.kernel, path)? {
+            match node(path)? {
                 Some(_) => self.watches.send(event(EventType::NodeCreated, path)),
                 None => self.watches.lock().add(WatchKind::Exist, path, revision),
             }
         }
         for path in child {
-            match node(self.kernel, path)? {
+            match node(path)? {
                 None => self.watches.send(event(EventType::NodeDeleted, path)),
                 Some(n) if n.stat.pzxid > relative_zxid => {
                     self.watches
