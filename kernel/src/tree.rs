@@ -6,7 +6,7 @@
 //!
 //! Tree operations ([`TreeOp`]) are evaluated at apply time against the state and the
 //! operation's own earlier changes (parents must exist, deletes need no children,
-//! version checks, sequential names from the parent's cversion), all or nothing, and
+//! version checks, sequential names from the parent's count of child creates), all or nothing, and
 //! become ordinary MVCC changes at one revision, so etcd readers and watchers see them.
 //! Every create or delete of a path key — from any dialect, or a lease running out —
 //! bumps the parent's cversion and pzxid in the same WriteBatch ([`stage_meta`]).
@@ -34,11 +34,38 @@ pub(crate) struct TreeMeta {
     pub pzxid: Revision,
     pub acl: Vec<Acl>,
     pub kind: ZnodeKind,
+    /// Children ever created: the next sequential suffix. ZooKeeper's cversion counts
+    /// deletes too, but its sequence numbers count creates only.
+    pub child_creates: i32,
+}
+
+/// The layout before `child_creates` existed, still read from older data dirs.
+#[derive(Deserialize)]
+struct TreeMetaV1 {
+    ctime: i64,
+    mtime: i64,
+    cversion: i32,
+    aversion: i32,
+    pzxid: Revision,
+    acl: Vec<Acl>,
+    kind: ZnodeKind,
 }
 
 impl TreeMeta {
     fn decode(raw: &[u8]) -> KernelResult<TreeMeta> {
         postcard::from_bytes(raw)
+            .or_else(|_| {
+                postcard::from_bytes::<TreeMetaV1>(raw).map(|old| TreeMeta {
+                    ctime: old.ctime,
+                    mtime: old.mtime,
+                    cversion: old.cversion,
+                    aversion: old.aversion,
+                    pzxid: old.pzxid,
+                    acl: old.acl,
+                    kind: old.kind,
+                    child_creates: old.cversion,
+                })
+            })
             .map_err(|e| KernelError::Storage(format!("corrupt tree meta: {e}")))
     }
 
@@ -177,8 +204,8 @@ pub(crate) struct TreeExecutor<'a> {
     pending: BTreeMap<Vec<u8>, Option<StoredKv>>,
     /// Metadata of nodes created or changed by earlier ops.
     pub metas: BTreeMap<Vec<u8>, TreeMeta>,
-    /// Children created minus deleted by earlier ops, per parent (for sequential names).
-    cversion_bumps: BTreeMap<Vec<u8>, i32>,
+    /// Children created by earlier ops, per parent (for sequential names).
+    creates: BTreeMap<Vec<u8>, i32>,
     pub changes: Vec<Change>,
 }
 
@@ -192,7 +219,7 @@ impl<'a> TreeExecutor<'a> {
             now_ms,
             pending: BTreeMap::new(),
             metas: BTreeMap::new(),
-            cversion_bumps: BTreeMap::new(),
+            creates: BTreeMap::new(),
             changes: Vec::new(),
         })
     }
@@ -256,9 +283,10 @@ impl<'a> TreeExecutor<'a> {
 
     fn record(&mut self, key: Vec<u8>, kv: Option<StoredKv>, prev: Option<StoredKv>) {
         if let Some(parent) = parent_of(&key)
-            && (kv.is_none() || prev.is_none())
+            && kv.is_some()
+            && prev.is_none()
         {
-            *self.cversion_bumps.entry(parent.to_vec()).or_default() += 1;
+            *self.creates.entry(parent.to_vec()).or_default() += 1;
         }
         self.pending.insert(key.clone(), kv.clone());
         self.changes.push(Change { key, kv, prev });
@@ -266,7 +294,17 @@ impl<'a> TreeExecutor<'a> {
 
     /// Runs one operation; an error leaves the executor unusable (the whole list fails).
     pub(crate) fn run(&mut self, op: &TreeOp) -> KernelResult<Result<TreeOpResult, TreeError>> {
-        if !valid_path(op.path()) {
+        // A sequential create may name its parent with a trailing `/` (an empty prefix):
+        // the path is checked with the suffix it will get.
+        let checked = match op {
+            TreeOp::Create {
+                path,
+                sequential: true,
+                ..
+            } => format!("{path}0"),
+            other => other.path().to_string(),
+        };
+        if !valid_path(&checked) {
             return Ok(Err(TreeError::BadArguments));
         }
         Ok(match op {
@@ -321,7 +359,7 @@ impl<'a> TreeExecutor<'a> {
         let parent_meta = self.meta(&parent)?;
         let name = if sequential {
             let counter =
-                parent_meta.cversion + self.cversion_bumps.get(&parent).copied().unwrap_or(0);
+                parent_meta.child_creates + self.creates.get(&parent).copied().unwrap_or(0);
             format!("{path}{counter:010}")
         } else {
             path.to_string()
@@ -460,6 +498,9 @@ pub(crate) fn stage_meta(
         if let Some(meta) = metas.get_mut(parent) {
             meta.cversion += 1;
             meta.pzxid = revision;
+            if created {
+                meta.child_creates += 1;
+            }
         }
     }
     let tree_meta = cf(db, CF_TREE_META)?;

@@ -186,7 +186,7 @@ async fn create_read_update_delete_with_zookeeper_rules() {
 }
 
 #[tokio::test]
-async fn sequential_names_come_from_the_parents_cversion() {
+async fn sequential_names_count_the_parents_child_creates() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = open(dir.path()).await;
     one(&kernel, create("/q", "")).await.unwrap();
@@ -216,6 +216,28 @@ async fn sequential_names_come_from_the_parents_cversion() {
         })
         .collect();
     assert_eq!(created, ["/q/m-0000000003", "/q/m-0000000004"]);
+    // As ZooKeeper 3.8 does: deletes bump cversion but not the sequence (seen with
+    // create a, create b, delete a, delete b → the next suffix is 2, cversion 5 after).
+    one(&kernel, create("/r", "")).await.unwrap();
+    for op in [
+        create("/r/a", ""),
+        create("/r/b", ""),
+        TreeOp::Delete {
+            path: "/r/a".into(),
+            version: -1,
+        },
+        TreeOp::Delete {
+            path: "/r/b".into(),
+            version: -1,
+        },
+    ] {
+        one(&kernel, op).await.unwrap();
+    }
+    let Ok(TreeOpResult::Created { path, .. }) = one(&kernel, sequential("/r/")).await else {
+        panic!("an empty sequential prefix names the parent with a trailing slash");
+    };
+    assert_eq!(path, "/r/0000000002");
+    assert_eq!(stat(&kernel, "/r").cversion, 5);
     kernel.shutdown().await;
 }
 

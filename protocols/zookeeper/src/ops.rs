@@ -167,7 +167,12 @@ fn create_op(
     request: &CreateRequest,
     ttl: Option<i64>,
 ) -> Result<TreeOp, ErrorCode> {
-    let mode = CreateMode::try_from(request.flags).map_err(|_| ErrorCode::BadArguments)?;
+    // createContainer makes a container whatever the flags say (as ZooKeeper 3.8 does).
+    let mode = if op == OpCode::CreateContainer {
+        CreateMode::Container
+    } else {
+        CreateMode::try_from(request.flags).map_err(|_| ErrorCode::BadArguments)?
+    };
     match (op, mode) {
         (OpCode::CreateTtl, _) if !session.extended_types => {
             return Err(ErrorCode::Unimplemented);
