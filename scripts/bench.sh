@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmarks side by side against a real etcd on this machine: the KV load
-# (Put and Range) and the watch fan-out load. Extra arguments go to both, e.g.
+# (Put and Range) and the watch fan-out load; then the ZooKeeper load (create, setData,
+# getData) side by side against a real ZooKeeper 3.8. Extra arguments go to all three, so
+# only the flags they share (--seconds, --clients, --value-size), e.g.
 # `scripts/bench.sh --seconds 20`. Builds the whole workspace first (building only the
 # bench crate would change feature unification and rebuild RocksDB).
 set -euo pipefail
@@ -10,3 +12,4 @@ cargo build --release --workspace --all-targets
 target_dir="${CARGO_TARGET_DIR:-target}"
 "$target_dir/release/bench" "$@"
 "$target_dir/release/watch_bench" "$@"
+"$target_dir/release/zk_bench" "$@"

@@ -1,0 +1,775 @@
+//! `zk_bench`: the same ZooKeeper create, setData and getData load against Concord's
+//! ZooKeeper adapter and against real ZooKeeper 3.8 on this machine, side by side.
+//!
+//! Each backend is started fresh by this tool, on loopback, with a temporary data
+//! directory and durable writes: real ZooKeeper (Debian's package, run with `java`
+//! directly) gets a `zoo.cfg` with `forceSync=yes`, Concord (`concord serve`) syncs its
+//! Raft log before acknowledging. ZooKeeper is ready when `ruok` answers `imok`, Concord
+//! when a ZooKeeper client can open a session on its ZooKeeper port.
+//!
+//! Then `sessions` ZooKeeper sessions are opened and `clients` concurrent tasks share
+//! them (client `i` uses session `i % sessions`); each task issues requests back to back,
+//! so requests pipeline on a session. Three phases of `seconds` each follow:
+//!
+//! * `create`: each task creates its own persistent znodes `/bench/cNNN-NNNNNNNNN`
+//!   with `value-size`-byte data;
+//! * `setData`: each task overwrites the data of znodes picked at random among those the
+//!   create phase made;
+//! * `getData`: each task reads znodes picked the same way (a reply whose data is not
+//!   `value-size` bytes long counts as an error).
+//!
+//! Every phase prints progress once a second; at the end a table gives ops/s, p50 and p99
+//! (milliseconds) per backend and operation, then Concord's ratio to ZooKeeper per
+//! operation (throughput: higher is better; latency: lower is better). Every request is
+//! bounded by a timeout (a timed-out request counts as an error), and so is every wait;
+//! the servers are killed at the end, on error and on Ctrl-C.
+//!
+//! Usage: `zk_bench [--seconds N] [--sessions N] [--clients N] [--value-size N]
+//! [--backends concord,zookeeper]`. The `concord` binary is found as the compat tests
+//! find it (`CONCORD_BIN`, else `release/concord` beside this binary).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use concord_compat_tests::bench_flags::{self, count};
+use concord_compat_tests::server::{concord_command, free_port};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::task::JoinSet;
+use zookeeper_client as zk;
+
+/// The JVM that runs ZooKeeper.
+const JAVA_BIN: &str = "/usr/bin/java";
+/// Debian's ZooKeeper 3.8 jar (its manifest names the other jars it needs), the
+/// package's log4j configuration, and log4j so that ZooKeeper logs to its file.
+const ZK_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:\
+     /usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
+/// The parent of every znode the load creates.
+const ROOT: &str = "/bench";
+/// How long a server may take to answer after it is spawned (the JVM is slow to start).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bounds one readiness probe, one session establishment and one four-letter word.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Bounds one request; past it the request counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The session timeout asked for: generous, so that a slow fsync does not expire it.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+const LOG_TAIL_LINES: usize = 40;
+
+/// Which server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZkBackend {
+    /// The `concord` binary under test, through its ZooKeeper adapter.
+    Concord,
+    /// Real ZooKeeper 3.8, standalone: the reference.
+    Zookeeper,
+}
+
+impl ZkBackend {
+    const ALL: [ZkBackend; 2] = [ZkBackend::Concord, ZkBackend::Zookeeper];
+
+    fn name(self) -> &'static str {
+        match self {
+            ZkBackend::Concord => "concord",
+            ZkBackend::Zookeeper => "zookeeper",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Self> {
+        ZkBackend::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| anyhow!("unknown backend {name:?}: use concord and/or zookeeper"))
+    }
+}
+
+impl fmt::Display for ZkBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The load's shape; defaults are the issue's: 64 clients over 8 sessions, 256-byte
+/// values, 10 s per phase.
+#[derive(Debug, Clone)]
+struct LoadShape {
+    seconds: u64,
+    sessions: usize,
+    clients: usize,
+    value_size: usize,
+    backends: Vec<ZkBackend>,
+}
+
+impl Default for LoadShape {
+    fn default() -> Self {
+        Self {
+            seconds: 10,
+            sessions: 8,
+            clients: 64,
+            value_size: 256,
+            backends: ZkBackend::ALL.to_vec(),
+        }
+    }
+}
+
+impl LoadShape {
+    fn from_args(args: impl Iterator<Item = String>) -> Result<Self> {
+        let mut shape = Self::default();
+        for (flag, value) in bench_flags::pairs(args)? {
+            match flag.as_str() {
+                "--seconds" => shape.seconds = u64::try_from(count(&flag, &value)?)?,
+                "--sessions" => shape.sessions = count(&flag, &value)?,
+                "--clients" => shape.clients = count(&flag, &value)?,
+                "--value-size" => shape.value_size = count(&flag, &value)?,
+                "--backends" => {
+                    shape.backends = value
+                        .split(',')
+                        .map(|name| ZkBackend::parse(name.trim()).context("--backends"))
+                        .collect::<Result<_>>()?;
+                }
+                other => bail!("unknown flag {other}; see the module doc of zk_bench.rs"),
+            }
+        }
+        Ok(shape)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Create,
+    SetData,
+    GetData,
+}
+
+impl Operation {
+    const ALL: [Operation; 3] = [Operation::Create, Operation::SetData, Operation::GetData];
+
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::SetData => "setData",
+            Operation::GetData => "getData",
+        }
+    }
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone, Copy)]
+struct PhaseResult {
+    ops_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+/// A small, fast, deterministic index picker (xorshift64*), one per client task.
+struct Picker(u64);
+
+impl Picker {
+    fn next(&mut self, len: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let mixed = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        // Truncation is intended: the length fits in usize and the result is below it.
+        (mixed % len as u64) as usize
+    }
+}
+
+fn node_path(client: usize, index: u64) -> String {
+    format!("{ROOT}/c{client:03}-{index:09}")
+}
+
+/// A running server process (leader of its own process group) and its directory
+/// (configuration, data, log); killed, group and all, when dropped.
+#[derive(Debug)]
+struct BenchServer {
+    backend: ZkBackend,
+    child: Option<Child>,
+    zk_port: u16,
+    dir: TempDir,
+}
+
+impl BenchServer {
+    async fn start(backend: ZkBackend) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("zk-bench-{backend}-"))
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("cannot create {}", data.display()))?;
+        let zk_port = free_port()?;
+        let mut command = match backend {
+            ZkBackend::Zookeeper => zookeeper_command(dir.path(), &data, zk_port)?,
+            ZkBackend::Concord => {
+                let mut etcd_port = free_port()?;
+                while etcd_port == zk_port {
+                    etcd_port = free_port()?;
+                }
+                let mut command = concord_command()?;
+                command
+                    .arg("serve")
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .arg("--etcd-listen")
+                    .arg(format!("127.0.0.1:{etcd_port}"))
+                    .arg("--zk-listen")
+                    .arg(format!("127.0.0.1:{zk_port}"))
+                    .arg("--name")
+                    .arg("bench");
+                command
+            }
+        };
+        let log_path = dir.path().join(format!("{backend}.log"));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let stderr: File = log.try_clone()?;
+        command
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .process_group(0);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot spawn {backend} ({command:?})"))?;
+        let mut server = BenchServer {
+            backend,
+            child: Some(child),
+            zk_port,
+            dir,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.zk_port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.backend))
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+
+    /// An error, with the log's tail, if the process has exited.
+    fn ensure_running(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("{} is not running", self.backend);
+        };
+        if let Some(status) = child.try_wait()? {
+            self.child = None;
+            bail!(
+                "{} exited with {status}; log tail:\n{}",
+                self.backend,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let endpoint = self.endpoint();
+        let mut last_error = anyhow!("no attempt made");
+        loop {
+            self.ensure_running()
+                .with_context(|| format!("{} stopped before it was ready", self.backend))?;
+            let probe = match self.backend {
+                ZkBackend::Zookeeper => match four_letter_word(&endpoint, "ruok").await {
+                    Ok(answer) if answer == "imok" => Ok(()),
+                    Ok(answer) => Err(anyhow!("ruok answered {answer:?}")),
+                    Err(e) => Err(e),
+                },
+                ZkBackend::Concord => connect(&endpoint).await.map(drop),
+            };
+            match probe {
+                Ok(()) => return Ok(()),
+                Err(e) => last_error = e,
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not answer on {endpoint} within {READY_TIMEOUT:?} (last error: {last_error:#}); log tail:\n{}",
+                    self.backend,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_process_group(child.id());
+            // Errors cannot be reported from drop; the process is gone either way
+            // unless the kill itself failed, which leaves nothing else to try.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Real ZooKeeper, standalone, configured by a `zoo.cfg` written into `dir`: loopback
+/// only, durable writes (`forceSync=yes`), no admin server, every four-letter word.
+fn zookeeper_command(dir: &Path, data: &Path, port: u16) -> Result<Command> {
+    let config = dir.join("zoo.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "tickTime=2000\n\
+             dataDir={data}\n\
+             clientPort={port}\n\
+             clientPortAddress=127.0.0.1\n\
+             admin.enableServer=false\n\
+             4lw.commands.whitelist=*\n\
+             forceSync=yes\n",
+            data = data.display()
+        ),
+    )
+    .with_context(|| format!("cannot write {}", config.display()))?;
+    let mut command = Command::new(JAVA_BIN);
+    command
+        .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
+        .arg("-Dzookeeper.root.logger=INFO,CONSOLE")
+        .arg("-cp")
+        .arg(ZK_CLASSPATH)
+        .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+        .arg(&config);
+    Ok(command)
+}
+
+/// Sends SIGKILL to the process group `pgid` (a process started with
+/// `process_group(0)` leads the group of its own id). Errors are ignored: the group may
+/// be gone already.
+fn kill_process_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Sends a four-letter word on a new connection and reads the answer until the server
+/// closes it (bounded).
+async fn four_letter_word(endpoint: &str, word: &str) -> Result<String> {
+    let addr: SocketAddr = endpoint
+        .parse()
+        .with_context(|| format!("bad endpoint {endpoint}"))?;
+    tokio::time::timeout(PROBE_TIMEOUT, async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {endpoint}"))?;
+        stream.write_all(word.as_bytes()).await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        anyhow::Ok(answer)
+    })
+    .await
+    .with_context(|| format!("{word} on {endpoint} timed out"))?
+}
+
+/// A new ZooKeeper session on `endpoint` (bounded).
+async fn connect(endpoint: &str) -> Result<zk::Client> {
+    tokio::time::timeout(
+        PROBE_TIMEOUT,
+        zk::Client::connector()
+            .with_session_timeout(SESSION_TIMEOUT)
+            .connect(endpoint),
+    )
+    .await
+    .with_context(|| format!("opening a session on {endpoint} timed out"))?
+    .with_context(|| format!("cannot open a session on {endpoint}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let shape = LoadShape::from_args(std::env::args().skip(1))?;
+    eprintln!("zk_bench: {shape:?}");
+    // On Ctrl-C the run is dropped, and with it the servers (killed) and the clients.
+    tokio::select! {
+        outcome = run_all(&shape) => outcome,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; servers killed"),
+    }
+}
+
+async fn run_all(shape: &LoadShape) -> Result<()> {
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for &backend in &shape.backends {
+        match run_backend(backend, shape).await {
+            Ok(phases) => results.push((backend, phases)),
+            Err(e) => {
+                eprintln!("zk_bench: {backend} failed: {e:#}");
+                failures.push(backend.name());
+            }
+        }
+    }
+    if !results.is_empty() {
+        print_report(shape, &results);
+    }
+    if !failures.is_empty() {
+        bail!("failed on {}", failures.join(", "));
+    }
+    Ok(())
+}
+
+/// Starts `backend`, runs the three phases on it, and kills it.
+async fn run_backend(backend: ZkBackend, shape: &LoadShape) -> Result<Vec<PhaseResult>> {
+    eprintln!("zk_bench: starting {backend}");
+    let mut server = BenchServer::start(backend).await?;
+    eprintln!(
+        "zk_bench: {backend} answers on {} (directory {})",
+        server.endpoint(),
+        server.dir.path().display()
+    );
+    let sessions = open_sessions(&server.endpoint(), shape.sessions).await?;
+    let root_options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        sessions[0].create(ROOT, b"", &root_options),
+    )
+    .await
+    .with_context(|| format!("creating {ROOT} timed out"))?
+    {
+        Ok(_) | Err(zk::Error::NodeExists) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {ROOT}")),
+    }
+    let mut phases = Vec::new();
+    let mut nodes = Arc::new(Vec::new());
+    for operation in Operation::ALL {
+        let (result, created) = run_phase(backend, operation, shape, &sessions, &nodes).await?;
+        if operation == Operation::Create {
+            if created.is_empty() {
+                bail!("{backend}: the create phase created no znode");
+            }
+            nodes = Arc::new(created);
+        }
+        phases.push(result);
+        server
+            .ensure_running()
+            .with_context(|| format!("{backend} died during {}", operation.name()))?;
+    }
+    drop(sessions);
+    drop(server);
+    Ok(phases)
+}
+
+async fn open_sessions(endpoint: &str, count: usize) -> Result<Vec<zk::Client>> {
+    let mut sessions = Vec::with_capacity(count);
+    for _ in 0..count {
+        sessions.push(connect(endpoint).await?);
+    }
+    Ok(sessions)
+}
+
+/// What one client task did.
+#[derive(Debug, Default)]
+struct TaskOutcome {
+    latencies: Vec<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+    created: Vec<String>,
+}
+
+impl TaskOutcome {
+    fn failed(&mut self, error: impl fmt::Display) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(error.to_string());
+        }
+    }
+}
+
+/// One phase: every client task issues `operation` back to back until the deadline.
+/// Returns the measurements and, for the create phase, the znodes created.
+async fn run_phase(
+    backend: ZkBackend,
+    operation: Operation,
+    shape: &LoadShape,
+    sessions: &[zk::Client],
+    nodes: &Arc<Vec<String>>,
+) -> Result<(PhaseResult, Vec<String>)> {
+    let duration = Duration::from_secs(shape.seconds);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for client in 0..shape.clients {
+        let session = sessions[client % sessions.len()].clone();
+        let nodes = Arc::clone(nodes);
+        let done = Arc::clone(&done);
+        let value_size = shape.value_size;
+        let value = vec![b'x'; value_size];
+        let mut picker = Picker(0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1));
+        tasks.spawn(async move {
+            let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+            let mut outcome = TaskOutcome::default();
+            let mut next_index = 0u64;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let answer = match operation {
+                    Operation::Create => {
+                        let path = node_path(client, next_index);
+                        next_index += 1;
+                        let answer = tokio::time::timeout(
+                            REQUEST_TIMEOUT,
+                            session.create(&path, &value, &options),
+                        )
+                        .await;
+                        if matches!(answer, Ok(Ok(_))) {
+                            outcome.created.push(path);
+                        }
+                        answer.map(|reply| reply.map(drop))
+                    }
+                    Operation::SetData => {
+                        let path = &nodes[picker.next(nodes.len())];
+                        tokio::time::timeout(REQUEST_TIMEOUT, session.set_data(path, &value, None))
+                            .await
+                            .map(|reply| reply.map(drop))
+                    }
+                    Operation::GetData => {
+                        let path = &nodes[picker.next(nodes.len())];
+                        tokio::time::timeout(REQUEST_TIMEOUT, session.get_data(path))
+                            .await
+                            .map(|reply| {
+                                reply.and_then(|(data, _)| {
+                                    if data.len() == value_size {
+                                        Ok(())
+                                    } else {
+                                        Err(zk::Error::UnexpectedError(format!(
+                                            "{path}: {} bytes of data, expected {value_size}",
+                                            data.len()
+                                        )))
+                                    }
+                                })
+                            })
+                    }
+                };
+                match answer {
+                    Ok(Ok(())) => {
+                        outcome.latencies.push(sent.elapsed());
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => outcome.failed(e),
+                    Err(_) => outcome.failed(format!("no reply within {REQUEST_TIMEOUT:?}")),
+                }
+            }
+            outcome
+        });
+    }
+    let progress = report_progress(backend, operation, started, duration, Arc::clone(&done));
+    let collected = tokio::time::timeout(duration + REQUEST_TIMEOUT * 2, async {
+        let mut all = TaskOutcome::default();
+        while let Some(joined) = tasks.join_next().await {
+            let outcome = joined.context("a client task panicked")?;
+            all.latencies.extend(outcome.latencies);
+            all.errors += outcome.errors;
+            if all.first_error.is_none() {
+                all.first_error = outcome.first_error;
+            }
+            all.created.extend(outcome.created);
+        }
+        anyhow::Ok(all)
+    })
+    .await;
+    progress.abort();
+    let mut all = match collected {
+        Ok(all) => all?,
+        Err(_) => {
+            tasks.abort_all();
+            bail!(
+                "{backend} {}: client tasks did not finish in time",
+                operation.name()
+            );
+        }
+    };
+    let elapsed = started.elapsed();
+    if let Some(error) = &all.first_error {
+        eprintln!(
+            "zk_bench: {backend} {}: {} errors, the first: {error}",
+            operation.name(),
+            all.errors
+        );
+    }
+    if all.latencies.is_empty() {
+        bail!("{backend} {}: no request succeeded", operation.name());
+    }
+    all.latencies.sort_unstable();
+    let result = PhaseResult {
+        ops_per_second: all.latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&all.latencies, 50),
+        p99: percentile(&all.latencies, 99),
+        errors: all.errors,
+    };
+    eprintln!(
+        "zk_bench: {backend} {}: {:.0} ops/s, p50 {:?}, p99 {:?}, {} errors",
+        operation.name(),
+        result.ops_per_second,
+        result.p50,
+        result.p99,
+        result.errors
+    );
+    Ok((result, all.created))
+}
+
+fn report_progress(
+    backend: ZkBackend,
+    operation: Operation,
+    started: Instant,
+    duration: Duration,
+    done: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            eprintln!(
+                "zk_bench: {backend} {} {:>3}/{}s, {} ops",
+                operation.name(),
+                started.elapsed().as_secs(),
+                duration.as_secs(),
+                done.load(Ordering::Relaxed)
+            );
+        }
+    })
+}
+
+/// The `pct`-th percentile of sorted, non-empty latencies (nearest rank).
+fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    let rank = (sorted.len() * pct).div_ceil(100).max(1);
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.2}", duration.as_secs_f64() * 1000.0)
+}
+
+fn print_report(shape: &LoadShape, results: &[(ZkBackend, Vec<PhaseResult>)]) {
+    println!(
+        "load: {} clients over {} sessions, {}-byte values, {}s per phase",
+        shape.clients, shape.sessions, shape.value_size, shape.seconds
+    );
+    println!(
+        "{:<10} {:<8} {:>12} {:>12} {:>12} {:>7}",
+        "backend", "op", "ops/s", "p50 ms", "p99 ms", "errors"
+    );
+    for (backend, phases) in results {
+        for (operation, result) in Operation::ALL.into_iter().zip(phases) {
+            println!(
+                "{:<10} {:<8} {:>12.0} {:>12} {:>12} {:>7}",
+                backend.name(),
+                operation.name(),
+                result.ops_per_second,
+                millis(result.p50),
+                millis(result.p99),
+                result.errors
+            );
+        }
+    }
+    let find = |wanted: ZkBackend| {
+        results
+            .iter()
+            .find(|(b, _)| *b == wanted)
+            .map(|(_, phases)| phases)
+    };
+    if let (Some(zookeeper), Some(concord)) = (find(ZkBackend::Zookeeper), find(ZkBackend::Concord))
+    {
+        for ((operation, zookeeper), concord) in
+            Operation::ALL.into_iter().zip(zookeeper).zip(concord)
+        {
+            println!(
+                "ratio concord/zookeeper {:<7}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
+                operation.name(),
+                concord.ops_per_second / zookeeper.ops_per_second,
+                concord.p50.as_secs_f64() / zookeeper.p50.as_secs_f64(),
+                concord.p99.as_secs_f64() / zookeeper.p99.as_secs_f64(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_uses_nearest_rank() {
+        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&sorted, 50), Duration::from_millis(50));
+        assert_eq!(percentile(&sorted, 99), Duration::from_millis(99));
+        assert_eq!(
+            percentile(&[Duration::from_millis(7)], 99),
+            Duration::from_millis(7)
+        );
+    }
+
+    #[test]
+    fn picker_stays_in_range_and_spreads() {
+        let mut picker = Picker(42);
+        let mut seen = vec![false; 10];
+        for _ in 0..1000 {
+            seen[picker.next(10)] = true;
+        }
+        assert!(seen.iter().all(|hit| *hit), "{seen:?}");
+    }
+
+    #[test]
+    fn node_paths_are_unique_per_client_and_index() {
+        assert_eq!(node_path(3, 17), "/bench/c003-000000017");
+        assert_ne!(node_path(1, 23), node_path(12, 3));
+    }
+
+    #[test]
+    fn flags_override_defaults_and_bad_flags_are_refused() {
+        let args = [
+            "--seconds",
+            "3",
+            "--backends",
+            "zookeeper",
+            "--sessions",
+            "2",
+        ]
+        .map(String::from);
+        let shape = LoadShape::from_args(args.into_iter()).unwrap();
+        assert_eq!(shape.seconds, 3);
+        assert_eq!(shape.sessions, 2);
+        assert_eq!(shape.backends, vec![ZkBackend::Zookeeper]);
+        assert_eq!(shape.clients, 64);
+        assert_eq!(shape.value_size, 256);
+        let both = ["--backends", "concord, zookeeper"].map(String::from);
+        assert_eq!(
+            LoadShape::from_args(both.into_iter()).unwrap().backends,
+            vec![ZkBackend::Concord, ZkBackend::Zookeeper]
+        );
+        let bad = ["--clients", "0"].map(String::from);
+        assert!(LoadShape::from_args(bad.into_iter()).is_err());
+        let etcd = ["--backends", "etcd"].map(String::from);
+        assert!(LoadShape::from_args(etcd.into_iter()).is_err());
+        let unknown = ["--nope", "1"].map(String::from);
+        assert!(LoadShape::from_args(unknown.into_iter()).is_err());
+    }
+}
