@@ -329,6 +329,7 @@ impl Kernel {
         let log_db = open_log_db(&config.data_dir.join("raft-log"))?;
         let state_db = open_state_db(&config.data_dir.join("state"))?;
         let hub = WatchHub::new();
+        hub.set_applied_revision(ReadView::live(&state_db).revision()?);
         let lessor = Arc::new(Lessor::default());
         let alarms = Arc::new(Alarms::default());
         let identity = Identity::load_or_create(&log_db, &config)?;
@@ -577,7 +578,7 @@ impl Kernel {
 
     /// The revision of the latest applied write on this member.
     pub fn revision(&self) -> KernelResult<Revision> {
-        ReadView::snapshot(&self.inner.state_db).revision()
+        Ok(self.inner.hub.applied_revision())
     }
 
     /// Starts a watcher (see [`Watcher`]): events from `start_revision` (0: the next

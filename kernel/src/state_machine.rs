@@ -487,6 +487,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         self.write(batch)?;
         flush_state(&self.db).map_err(sm_err)?;
+        self.hub
+            .set_applied_revision(ReadView::live(&self.db).revision().map_err(sm_err)?);
         Self::restore_lease_clocks(&self.db, &self.lessor, std::time::Duration::ZERO)
             .map_err(sm_err)?;
         Self::restore_alarms(&self.db, &self.alarms).map_err(sm_err)?;

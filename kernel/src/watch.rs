@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 
 use rocksdb::{DB, Direction, IteratorMode};
 use tokio::sync::broadcast;
@@ -74,12 +75,27 @@ fn deleted_key_value(key: Vec<u8>, revision: Revision) -> KeyValue {
 #[derive(Debug, Clone)]
 pub(crate) struct WatchHub {
     sender: broadcast::Sender<Arc<RevisionEvents>>,
+    /// The latest applied revision, kept here so reading it costs no RocksDB lookup.
+    applied: Arc<AtomicI64>,
 }
 
 impl WatchHub {
     pub(crate) fn new() -> Self {
         let (sender, _) = broadcast::channel(LIVE_BUFFER_REVISIONS);
-        WatchHub { sender }
+        WatchHub {
+            sender,
+            applied: Arc::default(),
+        }
+    }
+
+    /// The latest revision written by the state machine (0 before the first).
+    pub(crate) fn applied_revision(&self) -> Revision {
+        self.applied.load(AtomicOrdering::Acquire)
+    }
+
+    /// Records the revision the stored state is at (start-up, snapshot install).
+    pub(crate) fn set_applied_revision(&self, revision: Revision) {
+        self.applied.store(revision, AtomicOrdering::Release);
     }
 
     /// Publishes the changes of one applied revision; called after the revision is
@@ -87,7 +103,11 @@ impl WatchHub {
     /// subscribes after this check reads a current revision that already includes
     /// this one, so it takes it from history.
     pub(crate) fn publish(&self, revision: Revision, changes: &[Change]) {
-        if changes.is_empty() || self.sender.receiver_count() == 0 {
+        if changes.is_empty() {
+            return;
+        }
+        self.applied.fetch_max(revision, AtomicOrdering::Release);
+        if self.sender.receiver_count() == 0 {
             return;
         }
         // An error only means the last watcher left meanwhile.
