@@ -15,7 +15,9 @@
 //!   transcripts and show where they differ;
 //! * [`background`]: long-running etcdctl commands (`watch`, `lock`, `elect`);
 //! * [`streams`]: bounded reads of Watch and LeaseKeepAlive streams;
-//! * [`restore`]: snapshot save and starting a server on a restored data directory.
+//! * [`restore`]: snapshot save and starting a server on a restored data directory;
+//! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
+//!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs.
 //!
 //! Every wait is bounded; nothing here panics on failure, it returns an error instead.
 //!
@@ -37,6 +39,7 @@ pub mod restore;
 pub mod server;
 pub mod streams;
 pub mod transcripts;
+pub mod zookeeper;
 
 pub use etcdctl::{Etcdctl, Output, etcdctl};
 pub use server::{

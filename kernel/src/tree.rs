@@ -37,6 +37,8 @@ pub(crate) struct TreeMeta {
     /// Children ever created: the next sequential suffix. ZooKeeper's cversion counts
     /// deletes too, but its sequence numbers count creates only.
     pub child_creates: i32,
+    /// The data was last written as null (read back as null while it stays empty).
+    pub null_data: bool,
 }
 
 /// The layout before `child_creates` existed, still read from older data dirs.
@@ -64,6 +66,7 @@ impl TreeMeta {
                     acl: old.acl,
                     kind: old.kind,
                     child_creates: old.cversion,
+                    null_data: false,
                 })
             })
             .map_err(|e| KernelError::Storage(format!("corrupt tree meta: {e}")))
@@ -72,6 +75,16 @@ impl TreeMeta {
     fn encode(&self) -> KernelResult<Vec<u8>> {
         postcard::to_allocvec(self).map_err(|e| KernelError::Storage(e.to_string()))
     }
+}
+
+/// The nodes every ZooKeeper server starts with. ZooKeeper builds them outside any
+/// transaction, so their parents' cversion, pzxid and sequence counter do not count
+/// them; Concord creates them on first use and keeps those counters the same way.
+const SYSTEM_NODES: [&[u8]; 3] = [b"/zookeeper", b"/zookeeper/config", b"/zookeeper/quota"];
+
+/// Whether creating or deleting `key` counts as a child change of its parent.
+fn counts_as_child_change(key: &[u8]) -> bool {
+    !SYSTEM_NODES.contains(&key)
 }
 
 /// The parent path of a path key (`/a/b` → `/a`, `/a` → `/`); `None` for the root and
@@ -186,6 +199,7 @@ pub(crate) fn node(
     let names = children(db, view, path)?;
     let node = TreeNode {
         stat: stat_of(&kv, &meta, names.len()),
+        null_data: meta.null_data && kv.value.is_empty(),
         acl: meta.acl,
         data: kv.value,
     };
@@ -285,6 +299,7 @@ impl<'a> TreeExecutor<'a> {
         if let Some(parent) = parent_of(&key)
             && kv.is_some()
             && prev.is_none()
+            && counts_as_child_change(&key)
         {
             *self.creates.entry(parent.to_vec()).or_default() += 1;
         }
@@ -335,7 +350,7 @@ impl<'a> TreeExecutor<'a> {
     fn create(
         &mut self,
         path: &str,
-        data: &[u8],
+        data: &Option<Vec<u8>>,
         acl: &[Acl],
         ephemeral_owner: i64,
         sequential: bool,
@@ -372,13 +387,14 @@ impl<'a> TreeExecutor<'a> {
             mod_revision: self.revision,
             version: 1,
             lease: ephemeral_owner,
-            value: data.to_vec(),
+            value: data.clone().unwrap_or_default(),
         };
         let meta = TreeMeta {
             ctime: self.now_ms,
             mtime: self.now_ms,
             acl: acl.to_vec(),
             kind,
+            null_data: data.is_none(),
             ..Default::default()
         };
         let stat = stat_of(&kv, &meta, 0);
@@ -433,7 +449,7 @@ impl<'a> TreeExecutor<'a> {
     fn set_data(
         &mut self,
         path: &[u8],
-        data: &[u8],
+        data: &Option<Vec<u8>>,
         version: i32,
     ) -> KernelResult<Result<TreeOpResult, TreeError>> {
         if path == b"/" {
@@ -448,11 +464,12 @@ impl<'a> TreeExecutor<'a> {
         let kv = StoredKv {
             mod_revision: self.revision,
             version: prev.version + 1,
-            value: data.to_vec(),
+            value: data.clone().unwrap_or_default(),
             ..prev.clone()
         };
         let mut meta = self.meta(path)?;
         meta.mtime = self.now_ms;
+        meta.null_data = data.is_none();
         let num_children = children(self.db, &self.view, path)?.len();
         let stat = stat_of(&kv, &meta, num_children);
         self.metas.insert(path.to_vec(), meta);
@@ -488,7 +505,7 @@ pub(crate) fn stage_meta(
         } else {
             deleted.remove(&change.key);
         }
-        if deleted.contains(parent) {
+        if deleted.contains(parent) || !counts_as_child_change(&change.key) {
             continue;
         }
         if !metas.contains_key(parent) {

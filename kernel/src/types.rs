@@ -352,6 +352,8 @@ pub struct ZnodeStat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeNode {
     pub data: Vec<u8>,
+    /// ZooKeeper's null data (as opposed to empty): written as null and still empty.
+    pub null_data: bool,
     pub stat: ZnodeStat,
     pub acl: Vec<Acl>,
 }
@@ -368,11 +370,12 @@ pub struct TreeRead {
 /// One operation on the tree view, checked at apply time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TreeOp {
-    /// Create `path` (with a 10-digit suffix from the parent's cversion when
-    /// `sequential`); `ephemeral_owner` is a lease id, or 0.
+    /// Create `path` (with a 10-digit suffix from the parent's count of child creates
+    /// when `sequential`); `ephemeral_owner` is a lease id, or 0; `data` `None` is
+    /// ZooKeeper's null (stored empty, read back as null).
     Create {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         acl: Vec<Acl>,
         ephemeral_owner: i64,
         sequential: bool,
@@ -382,7 +385,7 @@ pub enum TreeOp {
     Delete { path: String, version: i32 },
     SetData {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         version: i32,
     },
     /// Succeeds if `path` exists with `version` (-1: any).

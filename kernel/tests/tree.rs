@@ -22,7 +22,7 @@ async fn open(dir: &std::path::Path) -> Kernel {
 fn create(path: &str, data: &str) -> TreeOp {
     TreeOp::Create {
         path: path.into(),
-        data: data.into(),
+        data: Some(data.into()),
         acl: vec![Acl {
             perms: 31,
             scheme: "world".into(),
@@ -122,7 +122,7 @@ async fn create_read_update_delete_with_zookeeper_rules() {
             &kernel,
             TreeOp::SetData {
                 path: "/a".into(),
-                data: "v".into(),
+                data: Some("v".into()),
                 version: 5
             }
         )
@@ -133,7 +133,7 @@ async fn create_read_update_delete_with_zookeeper_rules() {
         &kernel,
         TreeOp::SetData {
             path: "/a".into(),
-            data: "new".into(),
+            data: Some("new".into()),
             version: 0,
         },
     )
@@ -457,5 +457,67 @@ async fn submitted_tree_txns_apply_in_submission_order() {
         .chain((0..20).map(|i| format!("/q/item-{i:010}")))
         .collect();
     assert_eq!(names, expected);
+    kernel.shutdown().await;
+}
+
+#[tokio::test]
+async fn null_data_reads_back_as_null_until_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    let null_create = match create("/n", "") {
+        TreeOp::Create {
+            path,
+            acl,
+            ephemeral_owner,
+            sequential,
+            kind,
+            ..
+        } => TreeOp::Create {
+            path,
+            data: None,
+            acl,
+            ephemeral_owner,
+            sequential,
+            kind,
+        },
+        other => other,
+    };
+    one(&kernel, null_create).await.unwrap();
+    one(&kernel, create("/e", "")).await.unwrap();
+    let null = kernel.tree_node("/n").unwrap().unwrap();
+    assert!(null.null_data && null.data.is_empty());
+    assert!(
+        !kernel.tree_node("/e").unwrap().unwrap().null_data,
+        "empty is not null"
+    );
+    let set = |data: Option<&str>| TreeOp::SetData {
+        path: "/n".into(),
+        data: data.map(Into::into),
+        version: -1,
+    };
+    one(&kernel, set(Some("x"))).await.unwrap();
+    assert!(!kernel.tree_node("/n").unwrap().unwrap().null_data);
+    one(&kernel, set(None)).await.unwrap();
+    assert!(kernel.tree_node("/n").unwrap().unwrap().null_data);
+    kernel.shutdown().await;
+}
+
+#[tokio::test]
+async fn zookeepers_own_nodes_do_not_count_as_child_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    one(&kernel, create("/zookeeper", "")).await.unwrap();
+    one(&kernel, create("/zookeeper/quota", "")).await.unwrap();
+    let root = kernel.tree_children("/").unwrap().unwrap();
+    assert_eq!(
+        (root.0, root.1.cversion),
+        (vec!["zookeeper".to_string()], 0)
+    );
+    assert_eq!(stat(&kernel, "/zookeeper").cversion, 0);
+    // The first sequential child of the root is numbered as on a fresh ZooKeeper.
+    let Ok(TreeOpResult::Created { path, .. }) = one(&kernel, sequential("/s-")).await else {
+        panic!("sequential create under the root");
+    };
+    assert_eq!(path, "/s-0000000000");
     kernel.shutdown().await;
 }

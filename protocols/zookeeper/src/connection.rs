@@ -19,9 +19,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::acl::{self, Identity};
-use crate::codes::{ErrorCode, OpCode, xid};
+use crate::codes::ErrorCode;
 use crate::frame::{FrameBuffer, FrameSplitter, four_letter_word};
-use crate::message::{Request, Response, decode_connect_request, decode_request};
+use crate::message::{Request, Response, decode_connect_request, decode_header, decode_request};
 use crate::ops::{self, PendingWrite, Planned, ReadContext, Reply, SessionView, WriteShape};
 use crate::records::{ConnectRequest, ConnectResponse, ReplyHeader, WatcherEvent};
 use crate::server::{ConnectionInfo, Shared};
@@ -55,11 +55,13 @@ fn lease_ttl(timeout_ms: i32) -> i64 {
 /// One unit of work for the responder, in request order.
 enum Job {
     Reply(Reply),
-    Ping,
+    Ping {
+        xid: i32,
+    },
     Write {
         xid: i32,
         shape: WriteShape,
-        ops: Vec<OpCode>,
+        op_count: usize,
         pending: PendingWrite,
         received: Instant,
     },
@@ -362,21 +364,33 @@ async fn read_requests(
         shared.counters.received.fetch_add(1, Ordering::Relaxed);
         info.received.fetch_add(1, Ordering::Relaxed);
         toucher.touch(kernel, &session, &info);
+        let current = || kernel.revision().unwrap_or_default();
         let (header, request) = match decode_request(&body) {
             Ok(decoded) => decoded,
-            Err(e) => {
-                tracing::warn!(peer = %info.peer, error = %e, "malformed zookeeper request; closing the connection");
-                break;
-            }
+            Err(e) => match decode_header(&body) {
+                // A body that does not decode under a readable header: MARSHALLINGERROR,
+                // and the session goes on, as ZooKeeper does.
+                Ok(header) => {
+                    tracing::info!(peer = %info.peer, error = %e, "undecodable zookeeper request");
+                    let reply = Reply::error(header.xid, current(), ErrorCode::MarshallingError);
+                    if jobs.send(Job::Reply(reply)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %info.peer, error = %e, "malformed zookeeper request header; closing the connection");
+                    break;
+                }
+            },
         };
-        let current = || kernel.revision().unwrap_or_default();
         let job = match request {
-            Request::Ping => Job::Ping,
+            Request::Ping => Job::Ping { xid: header.xid },
             Request::Auth(packet) => {
                 let granted =
                     acl::authenticate(&packet.scheme, packet.auth.as_deref().unwrap_or_default());
                 let Some(identity) = granted else {
-                    let failed = Reply::error(xid::AUTH, current(), ErrorCode::AuthFailed);
+                    let failed = Reply::error(header.xid, 0, ErrorCode::AuthFailed);
                     let _ = jobs.send(Job::Reply(failed)).await;
                     let _ = jobs.send(Job::Close).await;
                     break;
@@ -386,7 +400,9 @@ async fn read_requests(
                 {
                     ids.push(identity);
                 }
-                Job::Reply(Reply::ok(xid::AUTH, current(), Response::Empty))
+                // ZooKeeper answers auth with the request's xid (-4 from the Java client
+                // and kazoo, an ordinary xid from others) and zxid 0.
+                Job::Reply(Reply::ok(header.xid, 0, Response::Empty))
             }
             Request::CloseSession => {
                 if let Some(barrier) = read_barrier.take() {
@@ -412,7 +428,7 @@ async fn read_requests(
                             Ok(pending) => Job::Write {
                                 xid: header.xid,
                                 shape,
-                                ops: ops::multi_opcodes(&request),
+                                op_count: ops::op_count(&request),
                                 pending,
                                 received,
                             },
@@ -527,9 +543,9 @@ impl Responder {
     async fn handle(&mut self, job: Job) -> bool {
         match job {
             Job::Reply(reply) => self.send(reply).await,
-            Job::Ping => {
+            Job::Ping { xid } => {
                 let zxid = self.current();
-                self.send(Reply::ok(xid::PING, zxid, Response::Empty)).await
+                self.send(Reply::ok(xid, zxid, Response::Empty)).await
             }
             Job::Close => false,
             Job::CloseSession { xid } => {
@@ -543,12 +559,12 @@ impl Responder {
             Job::Write {
                 xid,
                 shape,
-                ops,
+                op_count,
                 pending,
                 received,
             } => {
                 let outcome = pending.await;
-                let reply = ops::write_reply(xid, shape, &ops, outcome, self.current());
+                let reply = ops::write_reply(xid, shape, op_count, outcome, self.current());
                 self.shared.counters.record_latency(received.elapsed());
                 self.send(reply).await
             }

@@ -388,6 +388,13 @@ impl Request {
     }
 }
 
+/// Decodes only the request header of a frame body (to answer a body that does not
+/// decode with the request's xid).
+pub fn decode_header(body: &[u8]) -> Result<RequestHeader, DecodeError> {
+    let (_, header) = jute::run(RequestHeader::NAME, body, RequestHeader::parse_field)?;
+    Ok(header)
+}
+
 /// Decodes a request frame body (after the connect handshake). An opcode
 /// without a decoder is `Ok` with [`Request::Unknown`], so the caller still
 /// has the xid to answer.

@@ -204,7 +204,7 @@ fn create_op(
     let acl = acl::fix_up(&request.acl, &session.identities).ok_or(ErrorCode::InvalidAcl)?;
     Ok(TreeOp::Create {
         path: request.path.clone(),
-        data: request.data.clone().unwrap_or_default(),
+        data: request.data.clone(),
         acl,
         ephemeral_owner: if mode.is_ephemeral() { session.id } else { 0 },
         sequential: mode.is_sequential(),
@@ -239,7 +239,7 @@ fn write_op(kernel: &Kernel, session: &SessionView, op: &MultiOp) -> Result<Tree
             check_acl(kernel, session, &r.path, perms::WRITE)?;
             Ok(TreeOp::SetData {
                 path: r.path.clone(),
-                data: r.data.clone().unwrap_or_default(),
+                data: r.data.clone(),
                 version: r.version,
             })
         }
@@ -359,11 +359,8 @@ fn op_result(shape_op: Option<OpCode>, result: TreeOpResult) -> (Response, Multi
                     stat: stat.clone(),
                 }),
             };
-            // In a multi, a plain create reports the path only.
-            let in_multi = match shape_op {
-                Some(OpCode::Create) | None => MultiResult::Create(CreateResponse { path }),
-                _ => MultiResult::Create2(Create2Response { path, stat }),
-            };
+            // In a multi, every kind of create reports the path only (ZooKeeper 3.8).
+            let in_multi = MultiResult::Create(CreateResponse { path });
             (single, in_multi)
         }
         TreeOpResult::Deleted => (Response::Empty, MultiResult::Delete),
@@ -383,7 +380,7 @@ fn op_result(shape_op: Option<OpCode>, result: TreeOpResult) -> (Response, Multi
 pub fn write_reply(
     xid: i32,
     shape: WriteShape,
-    ops: &[OpCode],
+    op_count: usize,
     outcome: Result<TreeTxnResponse, KernelError>,
     current: Revision,
 ) -> Reply {
@@ -393,21 +390,20 @@ pub fn write_reply(
     };
     let zxid = response.header.revision;
     match (shape, response.outcome) {
-        (WriteShape::Multi, Ok(results)) => {
-            let results = results
-                .into_iter()
-                .zip(ops.iter().copied().map(Some).chain(std::iter::repeat(None)))
-                .map(|(result, op)| {
-                    let op = op.filter(|o| *o != OpCode::Create);
-                    op_result(op, result).1
-                })
-                .collect();
-            Reply::ok(xid, zxid, Response::Multi(results))
-        }
+        (WriteShape::Multi, Ok(results)) => Reply::ok(
+            xid,
+            zxid,
+            Response::Multi(
+                results
+                    .into_iter()
+                    .map(|result| op_result(None, result).1)
+                    .collect(),
+            ),
+        ),
         (WriteShape::Multi, Err((index, error))) => Reply::ok(
             xid,
             zxid,
-            failed_multi(index, tree_error_code(error), ops.len()),
+            failed_multi(index, tree_error_code(error), op_count),
         ),
         (_, Err((_, error))) => Reply::error(xid, zxid, tree_error_code(error)),
         (shape, Ok(mut results)) => {
@@ -428,11 +424,11 @@ pub fn write_reply(
     }
 }
 
-/// The opcodes of a multi's ops, for shaping its results.
-pub fn multi_opcodes(request: &Request) -> Vec<OpCode> {
+/// How many ops a write request has (a multi's result list has one per op).
+pub fn op_count(request: &Request) -> usize {
     match request {
-        Request::Multi(ops) => ops.iter().map(MultiOp::opcode).collect(),
-        _ => Vec::new(),
+        Request::Multi(ops) => ops.len(),
+        _ => 1,
     }
 }
 
@@ -479,8 +475,9 @@ impl<'a> ReadContext<'a> {
 
     /// Reads a node (and its children's names) from one snapshot of the state.
     fn read(&self, path: &str) -> Result<TreeRead, ErrorCode> {
+        // ZooKeeper checks paths of writes only; a read of a malformed path finds nothing.
         if !valid_path(path) {
-            return Err(ErrorCode::BadArguments);
+            return Err(ErrorCode::NoNode);
         }
         let read = self
             .kernel
@@ -508,7 +505,7 @@ impl<'a> ReadContext<'a> {
         need(self, &node.acl, perms::READ)?;
         self.watch(watch, WatchKind::Data, path, revision);
         Ok(Response::GetData(GetDataResponse {
-            data: Some(node.data),
+            data: (!node.null_data).then_some(node.data),
             stat: wire_stat(&node.stat),
         }))
     }
@@ -547,8 +544,17 @@ impl<'a> ReadContext<'a> {
             Request::GetAcl(r) => {
                 let (node, _) = self.node(&r.path)?;
                 need(self, &node.acl, perms::READ | perms::ADMIN)?;
+                let mut acl = reported_acl(&node.acl);
+                // Without ADMIN, digest hashes are hidden (`user:x`), as ZooKeeper 3.8 does.
+                if !acl::allows(&node.acl, perms::ADMIN, &self.session.identities) {
+                    for entry in acl.iter_mut().filter(|e| e.id.scheme == "digest") {
+                        if let Some((user, _)) = entry.id.id.split_once(':') {
+                            entry.id.id = format!("{user}:x");
+                        }
+                    }
+                }
                 Ok(Response::GetAcl(GetAclResponse {
-                    acl: reported_acl(&node.acl),
+                    acl,
                     stat: wire_stat(&node.stat),
                 }))
             }
@@ -674,16 +680,23 @@ impl<'a> ReadContext<'a> {
                     Err(ErrorCode::NoWatcher)
                 }
             }
-            Request::WhoAmI => Ok(Response::WhoAmI(
-                self.session
+            Request::WhoAmI => {
+                // As ZooKeeper reports them: digest users by name, before the address.
+                let mut infos: Vec<ClientInfo> = self
+                    .session
                     .identities
                     .iter()
                     .map(|i| ClientInfo {
                         auth_scheme: i.scheme.clone(),
-                        user: i.id.clone(),
+                        user: match i.scheme.as_str() {
+                            "digest" => i.id.split(':').next().unwrap_or_default().to_string(),
+                            _ => i.id.clone(),
+                        },
                     })
-                    .collect(),
-            )),
+                    .collect();
+                infos.sort_by_key(|info| info.auth_scheme == "ip");
+                Ok(Response::WhoAmI(infos))
+            }
             _ => Err(ErrorCode::Unimplemented),
         }
     }

@@ -169,7 +169,7 @@ impl Shared {
                 ] {
                     let create = TreeOp::Create {
                         path: path.into(),
-                        data: Vec::new(),
+                        data: Some(Vec::new()),
                         acl: vec![open(perm)],
                         ephemeral_owner: 0,
                         sequential: false,
