@@ -839,30 +839,34 @@ impl Kernel {
 
     /// A tree node (`/` always exists) and its children's names, as this member has
     /// them, with the revision of the state read (all from one snapshot).
-    pub fn tree_read(&self, path: &str) -> KernelResult<TreeRead> {
+    /// Children's names are listed only if `with_children` (the Stat's count needs no
+    /// listing).
+    pub fn tree_read(&self, path: &str, with_children: bool) -> KernelResult<TreeRead> {
         let db = &self.inner.state_db;
         let view = ReadView::snapshot(db);
         let revision = view.revision()?;
-        Ok(match crate::tree::node(db, &view, path.as_bytes())? {
-            Some((node, children)) => TreeRead {
-                revision,
-                node: Some(node),
-                children: children
-                    .into_iter()
-                    .map(|name| String::from_utf8_lossy(&name).into_owned())
-                    .collect(),
+        Ok(
+            match crate::tree::node(db, &view, path.as_bytes(), with_children)? {
+                Some((node, children)) => TreeRead {
+                    revision,
+                    node: Some(node),
+                    children: children
+                        .into_iter()
+                        .map(|name| String::from_utf8_lossy(&name).into_owned())
+                        .collect(),
+                },
+                None => TreeRead {
+                    revision,
+                    node: None,
+                    children: Vec::new(),
+                },
             },
-            None => TreeRead {
-                revision,
-                node: None,
-                children: Vec::new(),
-            },
-        })
+        )
     }
 
     /// A tree node (`/` always exists) as this member has it: data, Stat, ACL.
     pub fn tree_node(&self, path: &str) -> KernelResult<Option<TreeNode>> {
-        Ok(self.tree_read(path)?.node)
+        Ok(self.tree_read(path, false)?.node)
     }
 
     /// A tree node's ACL without reading its data or children (`None`: no such node).
@@ -881,7 +885,7 @@ impl Kernel {
     /// The names of a tree node's direct children, in byte order, with the node's
     /// Stat; `None` if the node does not exist.
     pub fn tree_children(&self, path: &str) -> KernelResult<Option<(Vec<String>, ZnodeStat)>> {
-        let read = self.tree_read(path)?;
+        let read = self.tree_read(path, true)?;
         Ok(read.node.map(|node| (read.children, node.stat)))
     }
 

@@ -39,6 +39,9 @@ pub(crate) struct TreeMeta {
     pub child_creates: i32,
     /// The data was last written as null (read back as null while it stays empty).
     pub null_data: bool,
+    /// Direct children now, kept by [`stage_meta`] so a Stat needs no scan; -1 when
+    /// unknown (records written before it existed), then counted by a scan.
+    pub num_children: i32,
 }
 
 /// The layout before `child_creates` existed, still read from older data dirs.
@@ -67,6 +70,7 @@ impl TreeMeta {
                     kind: old.kind,
                     child_creates: old.cversion,
                     null_data: false,
+                    num_children: -1,
                 })
             })
             .map_err(|e| KernelError::Storage(format!("corrupt tree meta: {e}")))
@@ -152,6 +156,19 @@ pub(crate) fn children(db: &DB, view: &ReadView<'_>, path: &[u8]) -> KernelResul
     Ok(names)
 }
 
+/// `meta`'s child count, made known by a scan if the record predates the counter.
+fn known_children(
+    db: &DB,
+    view: &ReadView<'_>,
+    path: &[u8],
+    meta: &mut TreeMeta,
+) -> KernelResult<usize> {
+    if meta.num_children < 0 {
+        meta.num_children = i32::try_from(children(db, view, path)?.len()).unwrap_or(i32::MAX);
+    }
+    Ok(usize::try_from(meta.num_children).unwrap_or_default())
+}
+
 fn stat_of(kv: &StoredKv, meta: &TreeMeta, num_children: usize) -> ZnodeStat {
     ZnodeStat {
         czxid: kv.create_revision,
@@ -180,12 +197,13 @@ fn root_kv() -> StoredKv {
     }
 }
 
-/// A node as it is now (data, Stat, ACL) and the names of its children; the root always
-/// exists.
+/// A node as it is now (data, Stat, ACL) and, if `with_children`, the names of its
+/// children; the root always exists.
 pub(crate) fn node(
     db: &DB,
     view: &ReadView<'_>,
     path: &[u8],
+    with_children: bool,
 ) -> KernelResult<Option<(TreeNode, Vec<Vec<u8>>)>> {
     let kv = if path == b"/" {
         root_kv()
@@ -195,10 +213,19 @@ pub(crate) fn node(
             None => return Ok(None),
         }
     };
-    let meta = read_meta(view, path)?.unwrap_or_default();
-    let names = children(db, view, path)?;
+    let mut meta = read_meta(view, path)?.unwrap_or_default();
+    let names = if with_children {
+        children(db, view, path)?
+    } else {
+        Vec::new()
+    };
+    let count = if with_children {
+        names.len()
+    } else {
+        known_children(db, view, path, &mut meta)?
+    };
     let node = TreeNode {
-        stat: stat_of(&kv, &meta, names.len()),
+        stat: stat_of(&kv, &meta, count),
         null_data: meta.null_data && kv.value.is_empty(),
         acl: meta.acl,
         data: kv.value,
@@ -389,15 +416,25 @@ impl<'a> TreeExecutor<'a> {
             lease: ephemeral_owner,
             value: data.clone().unwrap_or_default(),
         };
+        // Keys written through etcd below a path that was not a node are its children
+        // already (their count was kept in a record for the path).
+        let mut orphans = self.meta(name.as_bytes())?;
         let meta = TreeMeta {
             ctime: self.now_ms,
             mtime: self.now_ms,
             acl: acl.to_vec(),
             kind,
             null_data: data.is_none(),
+            num_children: i32::try_from(known_children(
+                self.db,
+                &self.view,
+                name.as_bytes(),
+                &mut orphans,
+            )?)
+            .unwrap_or(i32::MAX),
             ..Default::default()
         };
-        let stat = stat_of(&kv, &meta, 0);
+        let stat = stat_of(&kv, &meta, usize::try_from(meta.num_children).unwrap_or(0));
         self.metas.insert(name.as_bytes().to_vec(), meta);
         self.record(name.as_bytes().to_vec(), Some(kv), None);
         Ok(Ok(TreeOpResult::Created { path: name, stat }))
@@ -440,7 +477,7 @@ impl<'a> TreeExecutor<'a> {
         }
         meta.aversion += 1;
         meta.acl = acl.to_vec();
-        let num_children = children(self.db, &self.view, path)?.len();
+        let num_children = known_children(self.db, &self.view, path, &mut meta)?;
         let stat = stat_of(&kv, &meta, num_children);
         self.metas.insert(path.to_vec(), meta);
         Ok(Ok(TreeOpResult::AclSet { stat }))
@@ -470,7 +507,7 @@ impl<'a> TreeExecutor<'a> {
         let mut meta = self.meta(path)?;
         meta.mtime = self.now_ms;
         meta.null_data = data.is_none();
-        let num_children = children(self.db, &self.view, path)?.len();
+        let num_children = known_children(self.db, &self.view, path, &mut meta)?;
         let stat = stat_of(&kv, &meta, num_children);
         self.metas.insert(path.to_vec(), meta);
         self.record(path.to_vec(), Some(kv), Some(prev));
@@ -505,7 +542,7 @@ pub(crate) fn stage_meta(
         } else {
             deleted.remove(&change.key);
         }
-        if deleted.contains(parent) || !counts_as_child_change(&change.key) {
+        if deleted.contains(parent) {
             continue;
         }
         if !metas.contains_key(parent) {
@@ -513,10 +550,15 @@ pub(crate) fn stage_meta(
             metas.insert(parent.to_vec(), stored);
         }
         if let Some(meta) = metas.get_mut(parent) {
-            meta.cversion += 1;
-            meta.pzxid = revision;
-            if created {
-                meta.child_creates += 1;
+            // Counted before this revision's changes, which are then applied in order.
+            known_children(db, &view, parent, meta)?;
+            meta.num_children += if created { 1 } else { -1 };
+            if counts_as_child_change(&change.key) {
+                meta.cversion += 1;
+                meta.pzxid = revision;
+                if created {
+                    meta.child_creates += 1;
+                }
             }
         }
     }

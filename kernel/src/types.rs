@@ -358,7 +358,7 @@ pub struct TreeNode {
     pub acl: Vec<Acl>,
 }
 
-/// A tree node as read, with its children's names (in byte order) and the revision of
+/// A tree node as read, with its children's names (in byte order, when asked for) and the revision of
 /// the state it was read from; `node` is `None` if there is no such node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeRead {

@@ -521,3 +521,48 @@ async fn zookeepers_own_nodes_do_not_count_as_child_changes() {
     assert_eq!(path, "/s-0000000000");
     kernel.shutdown().await;
 }
+
+#[tokio::test]
+async fn child_counts_follow_every_dialect_without_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    one(&kernel, create("/p", "")).await.unwrap();
+    kernel
+        .tree_txn(vec![create("/p/a", ""), create("/p/b", "")])
+        .await
+        .unwrap();
+    let put = |key: &str| PutRequest {
+        key: key.into(),
+        value: "v".into(),
+        ..Default::default()
+    };
+    kernel.put(put("/p/c")).await.unwrap();
+    // An etcd key under a path that is not a node: the node, once created, has it.
+    kernel.put(put("/p/d/orphan")).await.unwrap();
+    one(&kernel, create("/p/d", "")).await.unwrap();
+    assert_eq!(stat(&kernel, "/p").num_children, 4);
+    assert_eq!(stat(&kernel, "/p/d").num_children, 1);
+    kernel
+        .delete_range(DeleteRangeRequest {
+            key: "/p/c".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let Ok(TreeOpResult::DataSet { stat: set }) = one(
+        &kernel,
+        TreeOp::SetData {
+            path: "/p".into(),
+            data: Some("x".into()),
+            version: -1,
+        },
+    )
+    .await
+    else {
+        panic!("setData");
+    };
+    assert_eq!(set.num_children, 3);
+    let listed = kernel.tree_children("/p").unwrap().unwrap();
+    assert_eq!((listed.0.len(), listed.1.num_children), (3, 3));
+    kernel.shutdown().await;
+}

@@ -473,22 +473,23 @@ impl<'a> ReadContext<'a> {
         Some(self.observed.load(Ordering::Relaxed)).filter(|r| *r >= 0)
     }
 
-    /// Reads a node (and its children's names) from one snapshot of the state.
-    fn read(&self, path: &str) -> Result<TreeRead, ErrorCode> {
+    /// Reads a node (and, if asked, its children's names) from one snapshot of the
+    /// state.
+    fn read(&self, path: &str, with_children: bool) -> Result<TreeRead, ErrorCode> {
         // ZooKeeper checks paths of writes only; a read of a malformed path finds nothing.
         if !valid_path(path) {
             return Err(ErrorCode::NoNode);
         }
         let read = self
             .kernel
-            .tree_read(path)
+            .tree_read(path, with_children)
             .map_err(|e| kernel_error_code(&e))?;
         self.saw(read.revision);
         Ok(read)
     }
 
     fn node(&self, path: &str) -> Result<(TreeNode, Revision), ErrorCode> {
-        let read = self.read(path)?;
+        let read = self.read(path, false)?;
         read.node
             .map(|node| (node, read.revision))
             .ok_or(ErrorCode::NoNode)
@@ -511,7 +512,7 @@ impl<'a> ReadContext<'a> {
     }
 
     fn children(&self, path: &str, watch: bool) -> Result<(Vec<String>, Stat), ErrorCode> {
-        let read = self.read(path)?;
+        let read = self.read(path, true)?;
         let node = read.node.ok_or(ErrorCode::NoNode)?;
         need(self, &node.acl, perms::READ)?;
         self.watch(watch, WatchKind::Child, path, read.revision);
@@ -522,7 +523,7 @@ impl<'a> ReadContext<'a> {
     pub async fn run(&self, request: &Request) -> Result<Response, ErrorCode> {
         match request {
             Request::Exists(r) => {
-                let read = self.read(&r.path)?;
+                let read = self.read(&r.path, false)?;
                 match read.node {
                     Some(node) => {
                         self.watch(r.watch, WatchKind::Data, &r.path, read.revision);
@@ -716,7 +717,7 @@ impl<'a> ReadContext<'a> {
         // Each node is read at `revision` or later: a change after `revision` that the
         // read already shows may fire the re-registered watch once more (a spurious
         // event, never a missed one).
-        let node = |path: &str| self.read(path).map(|r| r.node);
+        let node = |path: &str| self.read(path, false).map(|r| r.node);
         for path in data {
             match node(path)? {
                 None => self.watches.send(event(EventType::NodeDeleted, path)),
