@@ -188,7 +188,6 @@ impl RealZookeeper {
             ))
             .arg(format!("-Dzookeeper.log.dir={}", dir.path().display()))
             .arg("-Dzookeeper.root.logger=INFO,CONSOLE")
-            .arg("-Xmx256m")
             .arg("-cp")
             .arg(ZK_CLASSPATH)
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")

@@ -2,10 +2,11 @@
 //! ZooKeeper adapter and against real ZooKeeper 3.8 on this machine, side by side.
 //!
 //! Each backend is started fresh by this tool, on loopback, with a temporary data
-//! directory and durable writes: real ZooKeeper (Debian's package, run with `java`
-//! directly) gets a `zoo.cfg` with `forceSync=yes`, Concord (`concord serve`) syncs its
-//! Raft log before acknowledging. ZooKeeper is ready when `ruok` answers `imok`, Concord
-//! when a ZooKeeper client can open a session on its ZooKeeper port.
+//! directory and durable writes, as the compat tests start them
+//! ([`concord_compat_tests::zookeeper::ZkServer`]): real ZooKeeper (Debian's package,
+//! run with `java` directly; ZooKeeper fsyncs its log before acknowledging by default),
+//! Concord (`concord serve`) syncs its Raft log before acknowledging. Each is ready when
+//! a ZooKeeper client can open a session on it.
 //!
 //! Then `sessions` ZooKeeper sessions are opened and `clients` concurrent tasks share
 //! them (client `i` uses session `i % sessions`); each task issues requests back to back,
@@ -29,74 +30,24 @@
 //! find it (`CONCORD_BIN`, else `release/concord` beside this binary).
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use concord_compat_tests::bench_flags::{self, count};
-use concord_compat_tests::server::{concord_command, free_port};
-use tempfile::TempDir;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use concord_compat_tests::zookeeper::{ZkBackend, ZkServer};
 use tokio::task::JoinSet;
 use zookeeper_client as zk;
 
-/// The JVM that runs ZooKeeper.
-const JAVA_BIN: &str = "/usr/bin/java";
-/// Debian's ZooKeeper 3.8 jar (its manifest names the other jars it needs), the
-/// package's log4j configuration, and log4j so that ZooKeeper logs to its file.
-const ZK_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:\
-     /usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar";
 /// The parent of every znode the load creates.
 const ROOT: &str = "/bench";
-/// How long a server may take to answer after it is spawned (the JVM is slow to start).
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bounds one readiness probe, one session establishment and one four-letter word.
+/// Bounds one session establishment.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Bounds one request; past it the request counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The session timeout asked for: generous, so that a slow fsync does not expire it.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
-const LOG_TAIL_LINES: usize = 40;
-
-/// Which server answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ZkBackend {
-    /// The `concord` binary under test, through its ZooKeeper adapter.
-    Concord,
-    /// Real ZooKeeper 3.8, standalone: the reference.
-    Zookeeper,
-}
-
-impl ZkBackend {
-    const ALL: [ZkBackend; 2] = [ZkBackend::Concord, ZkBackend::Zookeeper];
-
-    fn name(self) -> &'static str {
-        match self {
-            ZkBackend::Concord => "concord",
-            ZkBackend::Zookeeper => "zookeeper",
-        }
-    }
-
-    fn parse(name: &str) -> Result<Self> {
-        ZkBackend::ALL
-            .into_iter()
-            .find(|b| b.name() == name)
-            .ok_or_else(|| anyhow!("unknown backend {name:?}: use concord and/or zookeeper"))
-    }
-}
-
-impl fmt::Display for ZkBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The load's shape; defaults are the issue's: 64 clients over 8 sessions, 256-byte
 /// values, 10 s per phase.
@@ -189,208 +140,6 @@ fn node_path(client: usize, index: u64) -> String {
     format!("{ROOT}/c{client:03}-{index:09}")
 }
 
-/// A running server process (leader of its own process group) and its directory
-/// (configuration, data, log); killed, group and all, when dropped.
-#[derive(Debug)]
-struct BenchServer {
-    backend: ZkBackend,
-    child: Option<Child>,
-    zk_port: u16,
-    dir: TempDir,
-}
-
-impl BenchServer {
-    async fn start(backend: ZkBackend) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("zk-bench-{backend}-"))
-            .tempdir()
-            .context("cannot create a temporary directory")?;
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data)
-            .with_context(|| format!("cannot create {}", data.display()))?;
-        let zk_port = free_port()?;
-        let mut command = match backend {
-            ZkBackend::Zookeeper => zookeeper_command(dir.path(), &data, zk_port)?,
-            ZkBackend::Concord => {
-                let mut etcd_port = free_port()?;
-                while etcd_port == zk_port {
-                    etcd_port = free_port()?;
-                }
-                let mut command = concord_command()?;
-                command
-                    .arg("serve")
-                    .arg("--data-dir")
-                    .arg(&data)
-                    .arg("--etcd-listen")
-                    .arg(format!("127.0.0.1:{etcd_port}"))
-                    .arg("--zk-listen")
-                    .arg(format!("127.0.0.1:{zk_port}"))
-                    .arg("--name")
-                    .arg("bench");
-                command
-            }
-        };
-        let log_path = dir.path().join(format!("{backend}.log"));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let stderr: File = log.try_clone()?;
-        command
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr)
-            .process_group(0);
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot spawn {backend} ({command:?})"))?;
-        let mut server = BenchServer {
-            backend,
-            child: Some(child),
-            zk_port,
-            dir,
-        };
-        server.wait_ready().await?;
-        Ok(server)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.zk_port)
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join(format!("{}.log", self.backend))
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-    }
-
-    /// An error, with the log's tail, if the process has exited.
-    fn ensure_running(&mut self) -> Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            bail!("{} is not running", self.backend);
-        };
-        if let Some(status) = child.try_wait()? {
-            self.child = None;
-            bail!(
-                "{} exited with {status}; log tail:\n{}",
-                self.backend,
-                self.log_tail()
-            );
-        }
-        Ok(())
-    }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let endpoint = self.endpoint();
-        let mut last_error = anyhow!("no attempt made");
-        loop {
-            self.ensure_running()
-                .with_context(|| format!("{} stopped before it was ready", self.backend))?;
-            let probe = match self.backend {
-                ZkBackend::Zookeeper => match four_letter_word(&endpoint, "ruok").await {
-                    Ok(answer) if answer == "imok" => Ok(()),
-                    Ok(answer) => Err(anyhow!("ruok answered {answer:?}")),
-                    Err(e) => Err(e),
-                },
-                ZkBackend::Concord => connect(&endpoint).await.map(drop),
-            };
-            match probe {
-                Ok(()) => return Ok(()),
-                Err(e) => last_error = e,
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not answer on {endpoint} within {READY_TIMEOUT:?} (last error: {last_error:#}); log tail:\n{}",
-                    self.backend,
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_process_group(child.id());
-            // Errors cannot be reported from drop; the process is gone either way
-            // unless the kill itself failed, which leaves nothing else to try.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Real ZooKeeper, standalone, configured by a `zoo.cfg` written into `dir`: loopback
-/// only, durable writes (`forceSync=yes`), no admin server, every four-letter word.
-fn zookeeper_command(dir: &Path, data: &Path, port: u16) -> Result<Command> {
-    let config = dir.join("zoo.cfg");
-    std::fs::write(
-        &config,
-        format!(
-            "tickTime=2000\n\
-             dataDir={data}\n\
-             clientPort={port}\n\
-             clientPortAddress=127.0.0.1\n\
-             admin.enableServer=false\n\
-             4lw.commands.whitelist=*\n\
-             forceSync=yes\n",
-            data = data.display()
-        ),
-    )
-    .with_context(|| format!("cannot write {}", config.display()))?;
-    let mut command = Command::new(JAVA_BIN);
-    command
-        .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
-        .arg("-Dzookeeper.root.logger=INFO,CONSOLE")
-        .arg("-cp")
-        .arg(ZK_CLASSPATH)
-        .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-        .arg(&config);
-    Ok(command)
-}
-
-/// Sends SIGKILL to the process group `pgid` (a process started with
-/// `process_group(0)` leads the group of its own id). Errors are ignored: the group may
-/// be gone already.
-fn kill_process_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Sends a four-letter word on a new connection and reads the answer until the server
-/// closes it (bounded).
-async fn four_letter_word(endpoint: &str, word: &str) -> Result<String> {
-    let addr: SocketAddr = endpoint
-        .parse()
-        .with_context(|| format!("bad endpoint {endpoint}"))?;
-    tokio::time::timeout(PROBE_TIMEOUT, async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {endpoint}"))?;
-        stream.write_all(word.as_bytes()).await?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await?;
-        anyhow::Ok(answer)
-    })
-    .await
-    .with_context(|| format!("{word} on {endpoint} timed out"))?
-}
-
 /// A new ZooKeeper session on `endpoint` (bounded).
 async fn connect(endpoint: &str) -> Result<zk::Client> {
     tokio::time::timeout(
@@ -439,13 +188,13 @@ async fn run_all(shape: &LoadShape) -> Result<()> {
 /// Starts `backend`, runs the three phases on it, and kills it.
 async fn run_backend(backend: ZkBackend, shape: &LoadShape) -> Result<Vec<PhaseResult>> {
     eprintln!("zk_bench: starting {backend}");
-    let mut server = BenchServer::start(backend).await?;
+    let mut server = ZkServer::start(backend).await?;
     eprintln!(
-        "zk_bench: {backend} answers on {} (directory {})",
-        server.endpoint(),
-        server.dir.path().display()
+        "zk_bench: {backend} answers on {} (log {})",
+        server.zk_endpoint(),
+        server.log_path().display()
     );
-    let sessions = open_sessions(&server.endpoint(), shape.sessions).await?;
+    let sessions = open_sessions(&server.zk_endpoint(), shape.sessions).await?;
     let root_options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     match tokio::time::timeout(
         REQUEST_TIMEOUT,
