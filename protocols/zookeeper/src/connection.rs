@@ -95,7 +95,7 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
         return;
     }
     if let Some(word) = four_letter_word(&first) {
-        let answer = crate::four_letter::answer(&shared, word).await;
+        let answer = crate::four_letter::answer(&shared, word, peer).await;
         let _ = stream.write_all(answer.as_bytes()).await;
         let _ = stream.shutdown().await;
         return;

@@ -3,6 +3,7 @@
 //! configured whitelist allows them.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use concord_kernel::types::RangeRequest;
@@ -40,10 +41,20 @@ async fn znode_count(shared: &Shared) -> i64 {
         .map_or(0, |r| r.count + 1)
 }
 
-fn server_summary(shared: &Shared, out: &mut String, with_clients: bool, nodes: i64) {
+/// The live connections, counting the one asking (as ZooKeeper does).
+fn connection_count(shared: &Shared) -> usize {
+    shared.connections().len() + 1
+}
+
+/// How ZooKeeper lists the connection a four-letter word came on.
+fn asking_connection(peer: SocketAddr) -> String {
+    format!(" /{peer}[0](queued=0,recved=1,sent=0)")
+}
+
+fn server_summary(shared: &Shared, out: &mut String, asking: Option<SocketAddr>, nodes: i64) {
     let (min, avg, max) = shared.counters.latency_ms();
     let _ = writeln!(out, "Zookeeper version: {VERSION}");
-    if with_clients {
+    if let Some(peer) = asking {
         let _ = writeln!(out, "Clients:");
         for c in shared.connections() {
             let _ = writeln!(
@@ -54,6 +65,7 @@ fn server_summary(shared: &Shared, out: &mut String, with_clients: bool, nodes: 
                 c.sent.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(out, "{}", asking_connection(peer));
         let _ = writeln!(out);
     }
     let _ = writeln!(out, "Latency min/avg/max: {min:.0}/{avg:.4}/{max:.0}");
@@ -67,7 +79,7 @@ fn server_summary(shared: &Shared, out: &mut String, with_clients: bool, nodes: 
         "Sent: {}",
         shared.counters.sent.load(Ordering::Relaxed)
     );
-    let _ = writeln!(out, "Connections: {}", shared.connections().len());
+    let _ = writeln!(out, "Connections: {}", connection_count(shared));
     let _ = writeln!(out, "Outstanding: 0");
     let _ = writeln!(
         out,
@@ -89,7 +101,7 @@ fn mode(shared: &Shared) -> &'static str {
 }
 
 /// The answer to `word` (a known four-letter word).
-pub async fn answer(shared: &Shared, word: &str) -> String {
+pub async fn answer(shared: &Shared, word: &str, peer: SocketAddr) -> String {
     if !allowed(shared, word) {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
@@ -97,8 +109,8 @@ pub async fn answer(shared: &Shared, word: &str) -> String {
     match word {
         "ruok" => out.push_str("imok"),
         "isro" => out.push_str("rw"),
-        "srvr" => server_summary(shared, &mut out, false, znode_count(shared).await),
-        "stat" => server_summary(shared, &mut out, true, znode_count(shared).await),
+        "srvr" => server_summary(shared, &mut out, None, znode_count(shared).await),
+        "stat" => server_summary(shared, &mut out, Some(peer), znode_count(shared).await),
         "cons" => {
             for c in shared.connections() {
                 let _ = writeln!(
@@ -111,6 +123,7 @@ pub async fn answer(shared: &Shared, word: &str) -> String {
                     c.timeout_ms.load(Ordering::Relaxed),
                 );
             }
+            let _ = writeln!(out, "{}", asking_connection(peer));
             out.push('\n');
         }
         "conf" => {
@@ -153,7 +166,7 @@ pub async fn answer(shared: &Shared, word: &str) -> String {
                 ),
                 (
                     "zk_num_alive_connections",
-                    shared.connections().len().to_string(),
+                    connection_count(shared).to_string(),
                 ),
                 ("zk_outstanding_requests", "0".to_string()),
                 ("zk_znode_count", znode_count(shared).await.to_string()),
