@@ -870,8 +870,10 @@ impl Kernel {
     }
 
     /// A tree node's ACL without reading its data or children (`None`: no such node).
+    /// Two point reads of the live state, without a snapshot (the ACL check it serves
+    /// races with writes anyway).
     pub fn tree_acl(&self, path: &str) -> KernelResult<Option<Vec<Acl>>> {
-        let view = ReadView::snapshot(&self.inner.state_db);
+        let view = ReadView::live(&self.inner.state_db);
         if path != "/" && view.latest(path.as_bytes())?.is_none() {
             return Ok(None);
         }

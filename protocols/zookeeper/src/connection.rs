@@ -231,7 +231,8 @@ async fn establish(
 struct SessionState {
     id: i64,
     timeout: Duration,
-    identities: RwLock<Vec<Identity>>,
+    /// Replaced whole when an auth adds one, so each request takes a cheap copy.
+    identities: RwLock<Arc<Vec<Identity>>>,
     extended_types: bool,
 }
 
@@ -262,10 +263,10 @@ async fn run_session(
     let session = Arc::new(SessionState {
         id: session_id,
         timeout: Duration::from_millis(timeout_ms.max(1)),
-        identities: RwLock::new(vec![Identity {
+        identities: RwLock::new(Arc::new(vec![Identity {
             scheme: "ip".into(),
             id: peer.ip().to_string(),
-        }]),
+        }])),
         extended_types: shared.options.extended_types,
     });
     let (reader, writer) = stream.into_split();
@@ -398,7 +399,7 @@ async fn read_requests(
                 if let Ok(mut ids) = session.identities.write()
                     && !ids.contains(&identity)
                 {
-                    ids.push(identity);
+                    Arc::make_mut(&mut ids).push(identity);
                 }
                 // ZooKeeper answers auth with the request's xid (-4 from the Java client
                 // and kazoo, an ordinary xid from others) and zxid 0.

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use concord_kernel::types::{
@@ -59,7 +60,7 @@ impl Reply {
 #[derive(Debug, Clone)]
 pub struct SessionView {
     pub id: i64,
-    pub identities: Vec<Identity>,
+    pub identities: Arc<Vec<Identity>>,
     pub extended_types: bool,
 }
 
