@@ -1,4 +1,4 @@
-//! Command-line flags shared by the benchmark tools (`bench`, `watch_bench`): every flag
+//! Command-line flags shared by the benchmark tools (`bench`, `watch_bench`, `zk_bench`): every flag
 //! takes a value (`--seconds 10`), counts are positive, backends are a comma-separated
 //! list.
 

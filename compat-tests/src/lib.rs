@@ -17,7 +17,9 @@
 //! * [`streams`]: bounded reads of Watch and LeaseKeepAlive streams;
 //! * [`restore`]: snapshot save and starting a server on a restored data directory;
 //! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
-//!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs.
+//!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
+//! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
+//!   percentiles.
 //!
 //! Every wait is bounded; nothing here panics on failure, it returns an error instead.
 //!
@@ -30,6 +32,7 @@
 
 pub mod background;
 pub mod bench_flags;
+pub mod bench_stats;
 pub mod check;
 pub mod diff;
 pub mod etcdctl;

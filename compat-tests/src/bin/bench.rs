@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use concord_compat_tests::bench_flags::{self, backends, count};
+use concord_compat_tests::bench_stats::{Picker, percentile};
 use concord_compat_tests::{Backend, Server};
 use etcd_client::KvClient;
 use tokio::task::JoinSet;
@@ -89,20 +90,6 @@ struct PhaseResult {
     errors: u64,
 }
 
-/// A small, fast, deterministic key picker (xorshift64*), one per client task.
-struct KeyPicker(u64);
-
-impl KeyPicker {
-    fn next(&mut self, keys: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let mixed = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        // Truncation is intended: the key count fits in usize and the result is below it.
-        (mixed % keys as u64) as usize
-    }
-}
-
 fn key_name(index: usize) -> String {
     format!("bench/key-{index:06}")
 }
@@ -160,7 +147,7 @@ async fn run_phase(
         let mut kv = connections[client % connections.len()].clone();
         let keys = shape.keys;
         let value = vec![b'x'; shape.value_size];
-        let mut picker = KeyPicker(0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1));
+        let mut picker = Picker(0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1));
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
@@ -232,11 +219,6 @@ fn report_progress(
 }
 
 /// The `pct`-th percentile of sorted, non-empty latencies (nearest rank).
-fn percentile(sorted: &[Duration], pct: usize) -> Duration {
-    let rank = (sorted.len() * pct).div_ceil(100).max(1);
-    sorted[rank.min(sorted.len()) - 1]
-}
-
 fn print_report(shape: &LoadShape, results: &[(Backend, PhaseResult, PhaseResult)]) {
     println!(
         "load: {} clients over {} connections, {}-byte values, {} keys, {}s per phase",
@@ -280,27 +262,6 @@ fn print_report(shape: &LoadShape, results: &[(Backend, PhaseResult, PhaseResult
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_uses_nearest_rank() {
-        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&sorted, 50), Duration::from_millis(50));
-        assert_eq!(percentile(&sorted, 99), Duration::from_millis(99));
-        assert_eq!(
-            percentile(&[Duration::from_millis(7)], 99),
-            Duration::from_millis(7)
-        );
-    }
-
-    #[test]
-    fn key_picker_stays_in_range_and_spreads() {
-        let mut picker = KeyPicker(42);
-        let mut seen = vec![false; 10];
-        for _ in 0..1000 {
-            seen[picker.next(10)] = true;
-        }
-        assert!(seen.iter().all(|hit| *hit), "{seen:?}");
-    }
 
     #[test]
     fn flags_override_defaults_and_bad_flags_are_refused() {

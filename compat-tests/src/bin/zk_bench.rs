@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use concord_compat_tests::bench_flags::{self, count};
+use concord_compat_tests::bench_stats::{Picker, percentile};
 use concord_compat_tests::zookeeper::{ZkBackend, ZkServer};
 use tokio::task::JoinSet;
 use zookeeper_client as zk;
@@ -120,20 +121,6 @@ struct PhaseResult {
     p50: Duration,
     p99: Duration,
     errors: u64,
-}
-
-/// A small, fast, deterministic index picker (xorshift64*), one per client task.
-struct Picker(u64);
-
-impl Picker {
-    fn next(&mut self, len: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let mixed = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        // Truncation is intended: the length fits in usize and the result is below it.
-        (mixed % len as u64) as usize
-    }
 }
 
 fn node_path(client: usize, index: u64) -> String {
@@ -408,11 +395,6 @@ fn report_progress(
 }
 
 /// The `pct`-th percentile of sorted, non-empty latencies (nearest rank).
-fn percentile(sorted: &[Duration], pct: usize) -> Duration {
-    let rank = (sorted.len() * pct).div_ceil(100).max(1);
-    sorted[rank.min(sorted.len()) - 1]
-}
-
 fn millis(duration: Duration) -> String {
     format!("{:.2}", duration.as_secs_f64() * 1000.0)
 }
@@ -464,27 +446,6 @@ fn print_report(shape: &LoadShape, results: &[(ZkBackend, Vec<PhaseResult>)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_uses_nearest_rank() {
-        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&sorted, 50), Duration::from_millis(50));
-        assert_eq!(percentile(&sorted, 99), Duration::from_millis(99));
-        assert_eq!(
-            percentile(&[Duration::from_millis(7)], 99),
-            Duration::from_millis(7)
-        );
-    }
-
-    #[test]
-    fn picker_stays_in_range_and_spreads() {
-        let mut picker = Picker(42);
-        let mut seen = vec![false; 10];
-        for _ in 0..1000 {
-            seen[picker.next(10)] = true;
-        }
-        assert!(seen.iter().all(|hit| *hit), "{seen:?}");
-    }
 
     #[test]
     fn node_paths_are_unique_per_client_and_index() {
