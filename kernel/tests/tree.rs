@@ -19,51 +19,38 @@ async fn open(dir: &std::path::Path) -> Kernel {
     Kernel::open(config, Duration::from_secs(10)).await.unwrap()
 }
 
-fn create(path: &str, data: &str) -> TreeOp {
+/// A create with the open ACL; `data` `None` is ZooKeeper's null.
+fn create_with(
+    path: &str,
+    data: Option<&str>,
+    ephemeral_owner: i64,
+    sequential: bool,
+    kind: ZnodeKind,
+) -> TreeOp {
     TreeOp::Create {
         path: path.into(),
-        data: Some(data.into()),
+        data: data.map(Into::into),
         acl: vec![Acl {
             perms: 31,
             scheme: "world".into(),
             id: "anyone".into(),
         }],
-        ephemeral_owner: 0,
-        sequential: false,
-        kind: ZnodeKind::Persistent,
+        ephemeral_owner,
+        sequential,
+        kind,
     }
+}
+
+fn create(path: &str, data: &str) -> TreeOp {
+    create_with(path, Some(data), 0, false, ZnodeKind::Persistent)
 }
 
 fn sequential(path: &str) -> TreeOp {
-    match create(path, "") {
-        TreeOp::Create {
-            path, data, acl, ..
-        } => TreeOp::Create {
-            path,
-            data,
-            acl,
-            ephemeral_owner: 0,
-            sequential: true,
-            kind: ZnodeKind::Persistent,
-        },
-        other => other,
-    }
+    create_with(path, Some(""), 0, true, ZnodeKind::Persistent)
 }
 
 fn ephemeral(path: &str, lease: i64) -> TreeOp {
-    match create(path, "") {
-        TreeOp::Create {
-            path, data, acl, ..
-        } => TreeOp::Create {
-            path,
-            data,
-            acl,
-            ephemeral_owner: lease,
-            sequential: false,
-            kind: ZnodeKind::Persistent,
-        },
-        other => other,
-    }
+    create_with(path, Some(""), lease, false, ZnodeKind::Persistent)
 }
 
 async fn one(kernel: &Kernel, op: TreeOp) -> Result<TreeOpResult, TreeError> {
@@ -389,19 +376,7 @@ async fn an_ephemeral_on_a_gone_lease_is_refused() {
 async fn empty_containers_and_stale_ttl_nodes_are_reapable() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = open(dir.path()).await;
-    let with_kind = |path: &str, kind| match create(path, "") {
-        TreeOp::Create {
-            path, data, acl, ..
-        } => TreeOp::Create {
-            path,
-            data,
-            acl,
-            ephemeral_owner: 0,
-            sequential: false,
-            kind,
-        },
-        other => other,
-    };
+    let with_kind = |path: &str, kind| create_with(path, Some(""), 0, false, kind);
     one(&kernel, with_kind("/box", ZnodeKind::Container))
         .await
         .unwrap();
@@ -464,24 +439,7 @@ async fn submitted_tree_txns_apply_in_submission_order() {
 async fn null_data_reads_back_as_null_until_written() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = open(dir.path()).await;
-    let null_create = match create("/n", "") {
-        TreeOp::Create {
-            path,
-            acl,
-            ephemeral_owner,
-            sequential,
-            kind,
-            ..
-        } => TreeOp::Create {
-            path,
-            data: None,
-            acl,
-            ephemeral_owner,
-            sequential,
-            kind,
-        },
-        other => other,
-    };
+    let null_create = create_with("/n", None, 0, false, ZnodeKind::Persistent);
     one(&kernel, null_create).await.unwrap();
     one(&kernel, create("/e", "")).await.unwrap();
     let null = kernel.tree_node("/n").unwrap().unwrap();

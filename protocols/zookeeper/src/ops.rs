@@ -67,14 +67,11 @@ pub struct SessionView {
 /// A write already queued in the kernel; resolves to its outcome.
 pub type PendingWrite = Pin<Box<dyn Future<Output = Result<TreeTxnResponse, KernelError>> + Send>>;
 
-/// How a queued write's outcome becomes a reply.
+/// How a queued write's outcome becomes a reply: one op answered in the form of the
+/// request's opcode (create and create2 differ), or a multi's result list.
 #[derive(Debug, Clone, Copy)]
 pub enum WriteShape {
-    Create(OpCode),
-    Delete,
-    SetData,
-    SetAcl,
-    Check,
+    Single(OpCode),
     Multi,
 }
 
@@ -272,29 +269,35 @@ pub fn plan_write(kernel: &Kernel, session: &SessionView, request: &Request) -> 
                 op: OpCode::Create,
                 request: r.clone(),
             },
-            WriteShape::Create(OpCode::Create),
+            WriteShape::Single(OpCode::Create),
         ),
         Request::Create2(r) => single(
             MultiOp::Create {
                 op: OpCode::Create2,
                 request: r.clone(),
             },
-            WriteShape::Create(OpCode::Create2),
+            WriteShape::Single(OpCode::Create2),
         ),
         Request::CreateContainer(r) => single(
             MultiOp::Create {
                 op: OpCode::CreateContainer,
                 request: r.clone(),
             },
-            WriteShape::Create(OpCode::CreateContainer),
+            WriteShape::Single(OpCode::CreateContainer),
         ),
         Request::CreateTtl(r) => single(
             MultiOp::CreateTtl(r.clone()),
-            WriteShape::Create(OpCode::CreateTtl),
+            WriteShape::Single(OpCode::CreateTtl),
         ),
-        Request::Delete(r) => single(MultiOp::Delete(r.clone()), WriteShape::Delete),
-        Request::SetData(r) => single(MultiOp::SetData(r.clone()), WriteShape::SetData),
-        Request::Check(r) => single(MultiOp::Check(r.clone()), WriteShape::Check),
+        Request::Delete(r) => single(
+            MultiOp::Delete(r.clone()),
+            WriteShape::Single(OpCode::Delete),
+        ),
+        Request::SetData(r) => single(
+            MultiOp::SetData(r.clone()),
+            WriteShape::Single(OpCode::SetData),
+        ),
+        Request::Check(r) => single(MultiOp::Check(r.clone()), WriteShape::Single(OpCode::Check)),
         Request::SetAcl(r) => {
             if let Err(e) = check_acl(kernel, session, &r.path, perms::ADMIN) {
                 return Some(Planned::Failed(e));
@@ -306,7 +309,7 @@ pub fn plan_write(kernel: &Kernel, session: &SessionView, request: &Request) -> 
                         acl,
                         version: r.version,
                     }],
-                    WriteShape::SetAcl,
+                    WriteShape::Single(OpCode::SetAcl),
                 ),
                 None => Planned::Failed(ErrorCode::InvalidAcl),
             }
@@ -349,31 +352,35 @@ pub fn failed_multi(index: usize, error: ErrorCode, len: usize) -> Response {
     )
 }
 
-fn op_result(shape_op: Option<OpCode>, result: TreeOpResult) -> (Response, MultiResult) {
+/// The body one write op is answered with, in the form of the request's opcode: a
+/// plain create answers with the path only, the other creates with the stat too.
+fn single_response(op: OpCode, result: TreeOpResult) -> Response {
     match result {
-        TreeOpResult::Created { path, stat } => {
-            let stat = wire_stat(&stat);
-            let single = match shape_op {
-                Some(OpCode::Create) => Response::Create(CreateResponse { path: path.clone() }),
-                _ => Response::Create2(Create2Response {
-                    path: path.clone(),
-                    stat: stat.clone(),
-                }),
-            };
-            // In a multi, every kind of create reports the path only (ZooKeeper 3.8).
-            let in_multi = MultiResult::Create(CreateResponse { path });
-            (single, in_multi)
+        TreeOpResult::Created { path, .. } if op == OpCode::Create => {
+            Response::Create(CreateResponse { path })
         }
-        TreeOpResult::Deleted => (Response::Empty, MultiResult::Delete),
-        TreeOpResult::DataSet { stat } => {
-            let stat = wire_stat(&stat);
-            (
-                Response::Stat(stat.clone()),
-                MultiResult::SetData(StatResponse { stat }),
-            )
+        TreeOpResult::Created { path, stat } => Response::Create2(Create2Response {
+            path,
+            stat: wire_stat(&stat),
+        }),
+        TreeOpResult::DataSet { stat } | TreeOpResult::AclSet { stat } => {
+            Response::Stat(wire_stat(&stat))
         }
-        TreeOpResult::AclSet { stat } => (Response::Stat(wire_stat(&stat)), MultiResult::Check),
-        TreeOpResult::Checked => (Response::Empty, MultiResult::Check),
+        TreeOpResult::Deleted | TreeOpResult::Checked => Response::Empty,
+    }
+}
+
+/// One op's entry in a multi's result list; every kind of create reports its path only
+/// (ZooKeeper 3.8).
+fn multi_result(result: TreeOpResult) -> MultiResult {
+    match result {
+        TreeOpResult::Created { path, .. } => MultiResult::Create(CreateResponse { path }),
+        TreeOpResult::Deleted => MultiResult::Delete,
+        TreeOpResult::DataSet { stat } => MultiResult::SetData(StatResponse {
+            stat: wire_stat(&stat),
+        }),
+        // setACL is no multi op; a check's result has no body.
+        TreeOpResult::AclSet { .. } | TreeOpResult::Checked => MultiResult::Check,
     }
 }
 
@@ -394,34 +401,18 @@ pub fn write_reply(
         (WriteShape::Multi, Ok(results)) => Reply::ok(
             xid,
             zxid,
-            Response::Multi(
-                results
-                    .into_iter()
-                    .map(|result| op_result(None, result).1)
-                    .collect(),
-            ),
+            Response::Multi(results.into_iter().map(multi_result).collect()),
         ),
         (WriteShape::Multi, Err((index, error))) => Reply::ok(
             xid,
             zxid,
             failed_multi(index, tree_error_code(error), op_count),
         ),
-        (_, Err((_, error))) => Reply::error(xid, zxid, tree_error_code(error)),
-        (shape, Ok(mut results)) => {
-            let Some(result) = results.pop() else {
-                return Reply::error(xid, zxid, ErrorCode::SystemError);
-            };
-            let op = match shape {
-                WriteShape::Create(op) => Some(op),
-                _ => None,
-            };
-            let body = match (shape, op_result(op, result).0) {
-                // A lone check answers with an empty body.
-                (WriteShape::Check, _) => Response::Empty,
-                (_, body) => body,
-            };
-            Reply::ok(xid, zxid, body)
-        }
+        (WriteShape::Single(_), Err((_, error))) => Reply::error(xid, zxid, tree_error_code(error)),
+        (WriteShape::Single(op), Ok(mut results)) => match results.pop() {
+            Some(result) => Reply::ok(xid, zxid, single_response(op, result)),
+            None => Reply::error(xid, zxid, ErrorCode::SystemError),
+        },
     }
 }
 

@@ -108,7 +108,9 @@ pub struct Shared {
     system_nodes: OnceCell<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m` even if a panicking thread held it: every guarded structure here is
+/// changed by single inserts and removes, so it is consistent whatever happened.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -8,7 +8,7 @@
 //! later read that shows the change, as ZooKeeper guarantees.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use concord_kernel::Kernel;
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::codes::{EventType, KeeperState};
 use crate::records::WatcherEvent;
+use crate::server::lock;
 
 /// A change to one node, as ZooKeeper's watches see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,10 +189,9 @@ impl ConnectionWatches {
         }
     }
 
-    /// The table, even if a panicking thread held the lock (the table stays consistent:
-    /// every change to it is a single insert or remove).
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, WatchTable> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The table (see [`lock`] for why a poisoned lock is still used).
+    pub fn lock(&self) -> MutexGuard<'_, WatchTable> {
+        lock(&self.table)
     }
 
     /// Queues a notification for the connection (ignored once it is gone).
@@ -233,10 +233,8 @@ impl WatchDispatcher {
         self.lock().remove(&id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnectionWatches>>> {
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnectionWatches>>> {
+        lock(&self.connections)
     }
 
     /// Waits (bounded) until every change up to `revision` has been dispatched.
@@ -288,12 +286,8 @@ async fn run_dispatch(
         loop {
             match watcher.next().await {
                 Ok(batch) => {
-                    let targets: Vec<Arc<ConnectionWatches>> = connections
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .values()
-                        .cloned()
-                        .collect();
+                    let targets: Vec<Arc<ConnectionWatches>> =
+                        lock(&connections).values().cloned().collect();
                     if !targets.is_empty() {
                         for e in &batch.events {
                             let Ok(path) = std::str::from_utf8(&e.kv.key) else {
