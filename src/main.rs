@@ -2,12 +2,14 @@
 //! the enabled adapters through the adapter contract, and stops them on SIGINT/SIGTERM.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use concord_config::{Cli, RestoreArgs, ServeArgs, Settings, Subcommand};
-use concord_etcd_v3::EtcdV3Adapter;
+use concord_etcd_v2::{EtcdV2Adapter, V2Service};
+use concord_etcd_v3::{EtcdV3Adapter, Http1Handoff};
 use concord_kernel::{Kernel, KernelConfig};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
 use concord_zookeeper::{ZookeeperAdapter, ZookeeperOptions};
@@ -31,12 +33,26 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
 }
 
 /// The built-in adapters the settings enable.
-fn enabled_adapters(settings: &Settings) -> Vec<Box<dyn Adapter>> {
+fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> Vec<Box<dyn Adapter>> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
+    let v2 = &settings.adapters.etcd_v2;
+    let v2_service = v2.enabled.then(|| V2Service::new(kernel.clone()));
+    let mut shared_http1 = None;
+    if let Some(service) = v2_service {
+        match v2.listen {
+            Some(listen) => adapters.push(Box::new(EtcdV2Adapter { listen, service })),
+            None => {
+                shared_http1 = Some(Http1Handoff(Arc::new(move |stream| {
+                    service.serve_connection(stream);
+                })));
+            }
+        }
+    }
     if settings.adapters.etcd.enabled {
         adapters.push(Box::new(EtcdV3Adapter {
             listen: settings.adapters.etcd.listen,
             max_request_bytes: settings.limits.max_request_bytes,
+            http1: shared_http1,
         }));
     }
     let zk = &settings.adapters.zookeeper;
@@ -85,7 +101,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Each adapter's task reports on `stopped` when it ends.
     let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel();
     let mut started = 0;
-    for adapter in enabled_adapters(&settings) {
+    for adapter in enabled_adapters(&settings, &kernel) {
         let running = adapter.start(context.clone()).await?;
         tracing::info!(adapter = %running.name, addrs = ?running.listening_on, "adapter started");
         let tx = stopped_tx.clone();

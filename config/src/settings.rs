@@ -63,8 +63,29 @@ pub struct RaftSettings {
 pub struct Adapters {
     /// The etcd v3 gRPC API.
     pub etcd: AdapterSettings,
+    /// The etcd v2 HTTP+JSON API.
+    pub etcd_v2: EtcdV2Settings,
     /// The ZooKeeper client protocol.
     pub zookeeper: ZookeeperSettings,
+}
+
+/// `[adapters.etcd_v2]`: served on the etcd client port (as etcd does) unless given a
+/// listener of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdV2Settings {
+    pub enabled: bool,
+    /// A port of its own; absent: the etcd client port (`adapters.etcd.listen`).
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for EtcdV2Settings {
+    fn default() -> Self {
+        EtcdV2Settings {
+            enabled: true,
+            listen: None,
+        }
+    }
 }
 
 /// `[adapters.zookeeper]`: the listener and the knobs ZooKeeper has in `zoo.cfg`.
@@ -173,6 +194,7 @@ impl Default for Adapters {
                 listen: SocketAddr::from(([127, 0, 0, 1], 2379)),
                 tls: None,
             },
+            etcd_v2: EtcdV2Settings::default(),
             zookeeper: ZookeeperSettings::default(),
         }
     }
@@ -308,6 +330,14 @@ impl Settings {
                     check_readable(path).map_err(|m| fail(&format!("tls.{name}.{field}"), m))?;
                 }
             }
+        }
+        let v2 = &self.adapters.etcd_v2;
+        if v2.enabled && v2.listen.is_none() && !self.adapters.etcd.enabled {
+            return Err(fail(
+                "adapters.etcd_v2.listen",
+                "must be set when adapters.etcd is disabled (v2 shares its port otherwise)"
+                    .into(),
+            ));
         }
         let zk = &self.adapters.zookeeper;
         if zk.min_session_timeout_ms == 0 || zk.min_session_timeout_ms > zk.max_session_timeout_ms {

@@ -28,7 +28,7 @@ use crate::types::{
     Acl, Alarm, AlarmKind, CompactRequest, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
     LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseTimeToLiveResponse, Member, NodeStatus, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ReapableNode, RequestOp, ResponseHeader, ResponseOp, Revision, TreeNode, TreeOp,
+    RangeResponse, ReapableNode, RequestOp, ResponseHeader, ResponseOp, Revision, TreeNode, TreeOp, V2Subtree,
     TreeRead, TreeTxnResponse, TxnRequest, TxnResponse, WatchRequest, ZnodeStat,
 };
 use crate::validate;
@@ -445,6 +445,16 @@ impl Kernel {
         self.inner.term.load(Ordering::Relaxed)
     }
 
+    /// The index of the last Raft log entry this member applied.
+    pub fn raft_applied_index(&self) -> u64 {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |id| id.index)
+    }
+
     /// A header stamped with this member's identity at `revision`.
     pub fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
@@ -808,7 +818,12 @@ impl Kernel {
     ) -> KernelResult<impl Future<Output = KernelResult<TreeTxnResponse>> + Send + 'static> {
         if ops
             .iter()
-            .any(|op| matches!(op, TreeOp::Create { .. } | TreeOp::SetData { .. }))
+            .any(|op| {
+                matches!(
+                    op,
+                    TreeOp::Create { .. } | TreeOp::SetData { .. } | TreeOp::V2Write(_)
+                )
+            })
         {
             self.refuse_if_no_space()?;
         }
@@ -862,6 +877,19 @@ impl Kernel {
                 },
             },
         )
+    }
+
+    /// A node as etcd v2 reads it, with its direct children (or, with `recursive`, all
+    /// its descendants), from one snapshot; linearizable unless `serializable`.
+    pub async fn v2_read(
+        &self,
+        path: &str,
+        recursive: bool,
+        serializable: bool,
+    ) -> KernelResult<V2Subtree> {
+        self.read_barrier(serializable).await?;
+        let db = &self.inner.state_db;
+        crate::tree::v2_subtree(db, &ReadView::snapshot(db), path.as_bytes(), recursive)
     }
 
     /// A tree node (`/` always exists) as this member has it: data, Stat, ACL.

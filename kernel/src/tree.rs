@@ -20,7 +20,8 @@ use crate::encoding::StoredKv;
 use crate::error::{KernelError, KernelResult};
 use crate::mvcc::{CF_KV_LATEST, CF_TREE_META, Change, ReadView, cf};
 use crate::types::{
-    Acl, ReapableNode, Revision, TreeError, TreeNode, TreeOp, TreeOpResult, ZnodeKind, ZnodeStat,
+    Acl, ReapableNode, Revision, TreeError, TreeNode, TreeOp, TreeOpResult, V2Delete, V2Node,
+    V2Subtree, V2Write, ZnodeKind, ZnodeStat,
 };
 
 /// What ZooKeeper keeps about a node beyond its data and MVCC revisions.
@@ -228,6 +229,7 @@ pub(crate) fn node(
         stat: stat_of(&kv, &meta, count),
         null_data: meta.null_data && kv.value.is_empty(),
         acl: meta.acl,
+        kind: meta.kind,
         data: kv.value,
     };
     Ok(Some((node, names)))
@@ -344,6 +346,9 @@ impl<'a> TreeExecutor<'a> {
                 sequential: true,
                 ..
             } => format!("{path}0"),
+            TreeOp::V2Write(V2Write {
+                path, unique: true, ..
+            }) => format!("{}/0", path.trim_end_matches('/')),
             other => other.path().to_string(),
         };
         if !valid_path(&checked) {
@@ -371,7 +376,201 @@ impl<'a> TreeExecutor<'a> {
             TreeOp::SetAcl { path, acl, version } => {
                 self.set_acl(path.as_bytes(), acl, *version)?
             }
+            TreeOp::V2Write(write) => self.v2_write(write)?,
+            TreeOp::V2Delete(delete) => self.v2_delete(delete)?,
         })
+    }
+
+    /// Whether v2 sees `path` (which exists) as a directory: the root, a node made as
+    /// one, or any node with children.
+    fn is_dir(&self, path: &[u8]) -> KernelResult<bool> {
+        Ok(path == b"/"
+            || self.meta(path)?.kind == ZnodeKind::Directory
+            || self.has_children(path)?)
+    }
+
+    /// Records a new node at `path` (a v2 file, or a directory when `value` is `None`).
+    fn v2_create(&mut self, path: &[u8], value: &Option<Vec<u8>>, lease: i64) -> KernelResult<StoredKv> {
+        let kv = StoredKv {
+            create_revision: self.revision,
+            mod_revision: self.revision,
+            version: 1,
+            lease,
+            value: value.clone().unwrap_or_default(),
+        };
+        let mut orphans = self.meta(path)?;
+        let meta = TreeMeta {
+            ctime: self.now_ms,
+            mtime: self.now_ms,
+            kind: v2_kind(value),
+            num_children: i32::try_from(known_children(self.db, &self.view, path, &mut orphans)?)
+                .unwrap_or(i32::MAX),
+            ..Default::default()
+        };
+        self.metas.insert(path.to_vec(), meta);
+        Ok(kv)
+    }
+
+    /// Checks `prevValue` / `prevIndex` of a v2 compare-and-swap or compare-and-delete.
+    fn v2_compare(kv: &StoredKv, prev_value: &Option<Vec<u8>>, prev_index: Revision) -> bool {
+        prev_value.as_ref().is_none_or(|v| *v == kv.value)
+            && (prev_index == 0 || prev_index == kv.mod_revision)
+    }
+
+    fn v2_write(&mut self, w: &V2Write) -> KernelResult<Result<TreeOpResult, TreeError>> {
+        let path = if w.unique {
+            format!("{}/{:020}", w.path.trim_end_matches('/'), self.revision)
+        } else {
+            w.path.clone()
+        };
+        let key = path.as_bytes();
+        if key == b"/" {
+            return Ok(Err(TreeError::RootReadOnly));
+        }
+        if w.lease != 0 && self.view.lease(w.lease)?.is_none() {
+            return Ok(Err(TreeError::SessionExpired));
+        }
+        // Ancestors: directories, made as needed.
+        for cut in ancestor_cuts(key) {
+            let ancestor = &key[..cut];
+            if self.current(ancestor)?.is_some() {
+                if !self.is_dir(ancestor)? {
+                    return Ok(Err(TreeError::NotDir));
+                }
+            } else {
+                let kv = self.v2_create(ancestor, &None, 0)?;
+                self.record(ancestor.to_vec(), Some(kv), None);
+            }
+        }
+        let current = self.current(key)?;
+        let current_dir = match &current {
+            Some(_) => self.is_dir(key)?,
+            None => false,
+        };
+        let conditional = w.prev_value.is_some() || w.prev_index != 0;
+        let Some(prev) = current else {
+            if w.prev_exist == Some(true) || conditional || w.refresh {
+                return Ok(Err(TreeError::NoNode));
+            }
+            let kv = self.v2_create(key, &w.value, w.lease)?;
+            let node = V2Node {
+                kv: kv.clone().into_key_value(key.to_vec()),
+                dir: w.value.is_none(),
+            };
+            self.record(key.to_vec(), Some(kv), None);
+            return Ok(Ok(TreeOpResult::V2Written { node, prev: None }));
+        };
+        if w.prev_exist == Some(false) {
+            return Ok(Err(TreeError::NodeExists));
+        }
+        // Only an update without a value (a TTL change) may touch a directory.
+        let updating = w.prev_exist == Some(true) && !conditional;
+        if current_dir && !(updating && w.value.as_ref().is_none_or(Vec::is_empty)) {
+            return Ok(Err(TreeError::NotFile));
+        }
+        if conditional && !Self::v2_compare(&prev, &w.prev_value, w.prev_index) {
+            return Ok(Err(TreeError::CompareFailed));
+        }
+        // A plain set replaces the node (a new one, as etcd v2 makes, and a directory if
+        // asked); update and compare-and-swap keep it and its kind.
+        let replace = w.prev_exist.is_none() && !conditional && !w.refresh;
+        let dir = if replace { w.value.is_none() } else { current_dir };
+        let value = if !replace && (w.refresh || dir) {
+            prev.value.clone()
+        } else {
+            w.value.clone().unwrap_or_default()
+        };
+        let kv = StoredKv {
+            create_revision: if replace { self.revision } else { prev.create_revision },
+            mod_revision: self.revision,
+            version: if replace { 1 } else { prev.version + 1 },
+            lease: w.lease,
+            value,
+        };
+        let mut meta = self.meta(key)?;
+        meta.mtime = self.now_ms;
+        meta.null_data = false;
+        if replace {
+            meta.kind = v2_kind(&w.value);
+        }
+        known_children(self.db, &self.view, key, &mut meta)?;
+        self.metas.insert(key.to_vec(), meta);
+        let prev_node = V2Node {
+            kv: prev.clone().into_key_value(key.to_vec()),
+            dir: current_dir,
+        };
+        let node = V2Node {
+            kv: kv.clone().into_key_value(key.to_vec()),
+            dir,
+        };
+        self.record(key.to_vec(), Some(kv), Some(prev));
+        Ok(Ok(TreeOpResult::V2Written {
+            node,
+            prev: Some(prev_node),
+        }))
+    }
+
+    fn v2_delete(&mut self, d: &V2Delete) -> KernelResult<Result<TreeOpResult, TreeError>> {
+        let key = d.path.as_bytes();
+        if key == b"/" {
+            return Ok(Err(TreeError::RootReadOnly));
+        }
+        let Some(kv) = self.current(key)? else {
+            return Ok(Err(TreeError::NoNode));
+        };
+        let dir = self.is_dir(key)?;
+        if d.prev_value.is_some() || d.prev_index != 0 {
+            if dir {
+                return Ok(Err(TreeError::NotFile));
+            }
+            if !Self::v2_compare(&kv, &d.prev_value, d.prev_index) {
+                return Ok(Err(TreeError::CompareFailed));
+            }
+        } else if dir && !(d.dir || d.recursive) {
+            return Ok(Err(TreeError::NotFile));
+        }
+        let descendants = self.live_descendants(key)?;
+        if !descendants.is_empty() && !d.recursive {
+            return Ok(Err(TreeError::NotEmpty));
+        }
+        for (child, child_kv) in descendants {
+            self.metas.remove(&child);
+            self.record(child, None, Some(child_kv));
+        }
+        self.metas.remove(key);
+        let prev = V2Node {
+            kv: kv.clone().into_key_value(key.to_vec()),
+            dir,
+        };
+        self.record(key.to_vec(), None, Some(kv));
+        Ok(Ok(TreeOpResult::V2Deleted { prev }))
+    }
+
+    /// Every key under `path` now (the live state plus this list's own changes).
+    fn live_descendants(&self, path: &[u8]) -> KernelResult<Vec<(Vec<u8>, StoredKv)>> {
+        let (start, end) = descendants(path);
+        let mut found: BTreeMap<Vec<u8>, StoredKv> = BTreeMap::new();
+        let iter = self.db.iterator_cf_opt(
+            cf(self.db, CF_KV_LATEST)?,
+            self.view.options(),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, raw) = item?;
+            if key.as_ref() >= end.as_slice() {
+                break;
+            }
+            let kv = StoredKv::decode(&raw)
+                .ok_or_else(|| KernelError::Storage("corrupt kv record".into()))?;
+            found.insert(key.to_vec(), kv);
+        }
+        for (key, state) in self.pending.range(start..end) {
+            match state {
+                Some(kv) => found.insert(key.clone(), kv.clone()),
+                None => found.remove(key),
+            };
+        }
+        Ok(found.into_iter().collect())
     }
 
     fn create(
@@ -574,6 +773,100 @@ pub(crate) fn stage_meta(
     Ok(())
 }
 
+/// The node kind of a v2 write: a directory when it has no value.
+fn v2_kind(value: &Option<Vec<u8>>) -> ZnodeKind {
+    if value.is_some() {
+        ZnodeKind::Persistent
+    } else {
+        ZnodeKind::Directory
+    }
+}
+
+/// The lengths of `path`'s proper ancestors other than the root (`/a/b/c` → `/a`,
+/// `/a/b`).
+fn ancestor_cuts(path: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    path.iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, b)| **b == b'/')
+        .map(|(i, _)| i)
+}
+
+/// Whether v2 sees the existing node `path` as a directory (see `TreeExecutor::is_dir`).
+fn is_v2_dir(db: &DB, view: &ReadView<'_>, path: &[u8]) -> KernelResult<bool> {
+    if path == b"/" {
+        return Ok(true);
+    }
+    let mut meta = read_meta(view, path)?.unwrap_or_default();
+    Ok(meta.kind == ZnodeKind::Directory || known_children(db, view, path, &mut meta)? > 0)
+}
+
+/// A node and its descendants as the v2 dialect reads them (etcd's walk: every ancestor
+/// must exist and be a directory).
+pub(crate) fn v2_subtree(
+    db: &DB,
+    view: &ReadView<'_>,
+    path: &[u8],
+    recursive: bool,
+) -> KernelResult<V2Subtree> {
+    let mut out = V2Subtree {
+        revision: view.revision()?,
+        ..Default::default()
+    };
+    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    for cut in ancestor_cuts(path) {
+        let ancestor = &path[..cut];
+        if view.latest(ancestor)?.is_none() {
+            out.missing = Some(lossy(ancestor));
+            return Ok(out);
+        }
+        if !is_v2_dir(db, view, ancestor)? {
+            out.not_dir = Some(lossy(ancestor));
+            return Ok(out);
+        }
+    }
+    let kv = if path == b"/" {
+        root_kv()
+    } else {
+        match view.latest(path)? {
+            Some(kv) => kv,
+            None => {
+                out.missing = Some(lossy(path));
+                return Ok(out);
+            }
+        }
+    };
+    let dir = is_v2_dir(db, view, path)?;
+    out.node = Some(V2Node {
+        kv: kv.into_key_value(path.to_vec()),
+        dir,
+    });
+    if !dir {
+        return Ok(out);
+    }
+    let (start, end) = descendants(path);
+    let iter = db.iterator_cf_opt(
+        cf(db, CF_KV_LATEST)?,
+        view.options(),
+        IteratorMode::From(&start, Direction::Forward),
+    );
+    for item in iter {
+        let (key, raw) = item?;
+        if key.as_ref() >= end.as_slice() {
+            break;
+        }
+        if !recursive && key[start.len()..].contains(&b'/') {
+            continue;
+        }
+        let kv = StoredKv::decode(&raw).ok_or_else(|| KernelError::Storage("corrupt kv record".into()))?;
+        out.descendants.push(V2Node {
+            dir: is_v2_dir(db, view, &key)?,
+            kv: kv.into_key_value(key.to_vec()),
+        });
+    }
+    Ok(out)
+}
+
 /// Containers that had children and have none left, and TTL nodes unmodified for
 /// their TTL at `now_ms` and childless: what the server should delete now.
 pub(crate) fn reapable(
@@ -587,7 +880,7 @@ pub(crate) fn reapable(
         let (path, raw) = item?;
         let meta = TreeMeta::decode(&raw)?;
         let expired = match meta.kind {
-            ZnodeKind::Persistent => false,
+            ZnodeKind::Persistent | ZnodeKind::Directory => false,
             ZnodeKind::Container => meta.cversion > 0,
             ZnodeKind::Ttl(ttl) => meta.mtime.saturating_add(ttl) < now_ms,
         };

@@ -328,6 +328,9 @@ pub enum ZnodeKind {
     Container,
     /// Removed by the server when unmodified and childless for this many milliseconds.
     Ttl(i64),
+    /// An etcd v2 directory: a node that holds children and no value of its own (to
+    /// ZooKeeper, a persistent node with empty data).
+    Directory,
 }
 
 /// ZooKeeper's Stat of a tree node; zxids are kernel revisions.
@@ -356,6 +359,7 @@ pub struct TreeNode {
     pub null_data: bool,
     pub stat: ZnodeStat,
     pub acl: Vec<Acl>,
+    pub kind: ZnodeKind,
 }
 
 /// A tree node as read, with its children's names (in byte order, when asked for) and the revision of
@@ -396,6 +400,64 @@ pub enum TreeOp {
         acl: Vec<Acl>,
         version: i32,
     },
+    /// etcd v2's set/create/update/compareAndSwap: write a file (`value`) or a directory
+    /// (`value` `None`) at `path`, creating missing ancestors as directories.
+    V2Write(V2Write),
+    /// etcd v2's delete/compareAndDelete.
+    V2Delete(V2Delete),
+}
+
+/// A v2 write, checked at apply time as etcd's v2 store checks it. Ancestors must be
+/// directories (`NotDir`); an existing directory is not overwritten (`NotFile`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V2Write {
+    /// The key; with `unique`, the directory the new key goes in.
+    pub path: String,
+    /// The file's value, or `None` for a directory.
+    pub value: Option<Vec<u8>>,
+    /// The lease carrying the node's TTL (0: permanent).
+    pub lease: i64,
+    /// `Some(true)`: the node must exist (update); `Some(false)`: it must not (create).
+    pub prev_exist: Option<bool>,
+    /// Compare-and-swap conditions on the existing file.
+    pub prev_value: Option<Vec<u8>>,
+    /// 0: no condition.
+    pub prev_index: Revision,
+    /// Keep the value, change only the TTL.
+    pub refresh: bool,
+    /// Create a new key in `path` named by the write's revision (20 digits).
+    pub unique: bool,
+}
+
+/// A v2 delete: a file, or a directory with `dir` (empty) or `recursive` (everything
+/// under it, in the same revision).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V2Delete {
+    pub path: String,
+    pub dir: bool,
+    pub recursive: bool,
+    pub prev_value: Option<Vec<u8>>,
+    pub prev_index: Revision,
+}
+
+/// A node as the v2 dialect shows it: its record and whether it is a directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V2Node {
+    pub kv: KeyValue,
+    pub dir: bool,
+}
+
+/// A node and what lies under it, as one snapshot read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct V2Subtree {
+    pub revision: Revision,
+    /// `None`: no such node (`missing` then names the first path prefix not found, or
+    /// `not_dir` the first ancestor that is a file).
+    pub node: Option<V2Node>,
+    /// Descendants in key order: direct children only, or all with `recursive`.
+    pub descendants: Vec<V2Node>,
+    pub missing: Option<String>,
+    pub not_dir: Option<String>,
 }
 
 impl TreeOp {
@@ -406,7 +468,9 @@ impl TreeOp {
             | TreeOp::Delete { path, .. }
             | TreeOp::SetData { path, .. }
             | TreeOp::Check { path, .. }
-            | TreeOp::SetAcl { path, .. } => path,
+            | TreeOp::SetAcl { path, .. }
+            | TreeOp::V2Write(V2Write { path, .. })
+            | TreeOp::V2Delete(V2Delete { path, .. }) => path,
         }
     }
 }
@@ -418,6 +482,10 @@ pub enum TreeOpResult {
     DataSet { stat: ZnodeStat },
     Checked,
     AclSet { stat: ZnodeStat },
+    /// A v2 write: the node as written and the one it replaced.
+    V2Written { node: V2Node, prev: Option<V2Node> },
+    /// A v2 delete: the node removed (its record before the delete).
+    V2Deleted { prev: V2Node },
 }
 
 /// Why a tree operation failed (ZooKeeper's error codes for these cases).
@@ -438,6 +506,18 @@ pub enum TreeError {
     /// An ephemeral create named a session (lease) that no longer exists.
     #[error("session expired")]
     SessionExpired,
+    /// v2: the node is a directory where a file is required.
+    #[error("not a file")]
+    NotFile,
+    /// v2: an ancestor is a file where a directory is required.
+    #[error("not a directory")]
+    NotDir,
+    /// v2: prevValue or prevIndex did not match.
+    #[error("compare failed")]
+    CompareFailed,
+    /// v2: the root cannot be written or deleted.
+    #[error("root is read only")]
+    RootReadOnly,
 }
 
 /// A tree node the server removes on its own when it is due: an empty container that

@@ -38,5 +38,5 @@ mod server;
 mod status;
 mod watch;
 
-pub use server::EtcdV3Adapter;
+pub use server::{EtcdV3Adapter, Http1Handoff};
 pub use status::to_status;

@@ -1,10 +1,13 @@
 //! The etcd v3 adapter: binds the client port and serves the gRPC services on it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use concord_plugin_api::{Adapter, AdapterContext, AdapterError, RunningAdapter, StartFuture};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 
 use crate::cluster::ClusterService;
@@ -26,11 +29,91 @@ use crate::watch::WatchService;
 /// rest of the request), and rejects the remainder itself with "request is too large".
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// How long a new connection may take to show whether it speaks HTTP/2.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the client port sends connections that are not HTTP/2 (etcd serves its v2
+/// HTTP/1.1 API on the same port as gRPC).
+#[derive(Clone)]
+pub struct Http1Handoff(pub Arc<dyn Fn(TcpStream) + Send + Sync>);
+
+impl std::fmt::Debug for Http1Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Http1Handoff")
+    }
+}
+
 /// The etcd v3 gRPC dialect.
 #[derive(Debug, Clone)]
 pub struct EtcdV3Adapter {
     pub listen: SocketAddr,
     pub max_request_bytes: usize,
+    /// Serves HTTP/1.1 connections on the same port, if set.
+    pub http1: Option<Http1Handoff>,
+}
+
+/// Whether a connection opens with HTTP/2's client preface (gRPC always does); waits
+/// for its first bytes. `None`: it closed or said nothing in time.
+async fn speaks_http2(stream: &TcpStream) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    let mut seen = [0u8; 14];
+    let sniff = async {
+        loop {
+            let n = stream.peek(&mut seen).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if seen[..n] != PREFACE[..n] {
+                return Some(false);
+            }
+            if n == PREFACE.len() {
+                return Some(true);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(SNIFF_TIMEOUT, sniff).await.ok().flatten()
+}
+
+/// Accepts connections, hands HTTP/1.1 ones to `http1` and passes the rest to `grpc`.
+async fn accept_loop(
+    listener: TcpListener,
+    http1: Option<Http1Handoff>,
+    grpc: mpsc::Sender<std::io::Result<TcpStream>>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = grpc.closed() => return,
+        };
+        let stream = match accepted.and_then(|(stream, _)| {
+            // Without it, small responses wait for the client's delayed ACK (~40 ms).
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        }) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd client port accept failed");
+                continue;
+            }
+        };
+        let Some(handoff) = http1.clone() else {
+            if grpc.send(Ok(stream)).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let grpc = grpc.clone();
+        tokio::spawn(async move {
+            match speaks_http2(&stream).await {
+                Some(true) => {
+                    let _ = grpc.send(Ok(stream)).await;
+                }
+                Some(false) => (handoff.0)(stream),
+                None => {}
+            }
+        });
+    }
 }
 
 impl Adapter for EtcdV3Adapter {
@@ -73,14 +156,9 @@ impl Adapter for EtcdV3Adapter {
                 .add_service(ClusterServer::new(ClusterService::new(kernel.clone())))
                 .add_service(MaintenanceServer::new(MaintenanceService::new(kernel)));
             let shutdown = context.shutdown.clone();
-            // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without
-            // it, small responses wait for the client's delayed ACK (~40 ms each).
-            let incoming = TcpListenerStream::new(listener).map(|accepted| {
-                accepted.and_then(|stream| {
-                    stream.set_nodelay(true)?;
-                    Ok(stream)
-                })
-            });
+            let (grpc, incoming) = mpsc::channel(64);
+            tokio::spawn(accept_loop(listener, self.http1.clone(), grpc));
+            let incoming = ReceiverStream::new(incoming);
             let task = tokio::spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, shutdown.wait())

@@ -96,6 +96,11 @@ pub fn tree_error_code(error: TreeError) -> ErrorCode {
         TreeError::NoChildrenForEphemerals => ErrorCode::NoChildrenForEphemerals,
         TreeError::BadArguments => ErrorCode::BadArguments,
         TreeError::SessionExpired => ErrorCode::SessionExpired,
+        // The v2 dialect's own checks; a ZooKeeper request never makes them.
+        TreeError::NotFile
+        | TreeError::NotDir
+        | TreeError::CompareFailed
+        | TreeError::RootReadOnly => ErrorCode::BadArguments,
     }
 }
 
@@ -366,7 +371,11 @@ fn single_response(op: OpCode, result: TreeOpResult) -> Response {
         TreeOpResult::DataSet { stat } | TreeOpResult::AclSet { stat } => {
             Response::Stat(wire_stat(&stat))
         }
-        TreeOpResult::Deleted | TreeOpResult::Checked => Response::Empty,
+        // v2 results never come back to a ZooKeeper session.
+        TreeOpResult::Deleted
+        | TreeOpResult::Checked
+        | TreeOpResult::V2Written { .. }
+        | TreeOpResult::V2Deleted { .. } => Response::Empty,
     }
 }
 
@@ -375,12 +384,14 @@ fn single_response(op: OpCode, result: TreeOpResult) -> Response {
 fn multi_result(result: TreeOpResult) -> MultiResult {
     match result {
         TreeOpResult::Created { path, .. } => MultiResult::Create(CreateResponse { path }),
-        TreeOpResult::Deleted => MultiResult::Delete,
+        TreeOpResult::Deleted | TreeOpResult::V2Deleted { .. } => MultiResult::Delete,
         TreeOpResult::DataSet { stat } => MultiResult::SetData(StatResponse {
             stat: wire_stat(&stat),
         }),
         // setACL is no multi op; a check's result has no body.
-        TreeOpResult::AclSet { .. } | TreeOpResult::Checked => MultiResult::Check,
+        TreeOpResult::AclSet { .. } | TreeOpResult::Checked | TreeOpResult::V2Written { .. } => {
+            MultiResult::Check
+        }
     }
 }
 

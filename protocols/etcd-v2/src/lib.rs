@@ -1,0 +1,17 @@
+//! The etcd v2 dialect: the HTTP+JSON keys API (`/v2/keys`, with TTLs, compare-and-swap,
+//! in-order keys and long-poll waits), `/version`, `/health`, `/v2/members`,
+//! `/v2/machines` and `/v2/stats/*`, over the kernel's tree view (v2 keys are paths;
+//! directories are tree nodes of kind `Directory`).
+//!
+//! `error`, `request` and `json` are pure (etcd's error codes, request parsing, response
+//! shapes); `keys` and `wait` talk to the kernel; `server` is the HTTP service and its
+//! adapter.
+
+pub mod error;
+pub mod json;
+pub mod keys;
+pub mod request;
+pub mod server;
+pub mod wait;
+
+pub use server::{EtcdV2Adapter, V2Service};
