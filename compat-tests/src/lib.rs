@@ -16,6 +16,8 @@
 //! * [`background`]: long-running etcdctl commands (`watch`, `lock`, `elect`);
 //! * [`streams`]: bounded reads of Watch and LeaseKeepAlive streams;
 //! * [`restore`]: snapshot save and starting a server on a restored data directory;
+//! * [`v2`]: raw HTTP against the etcd v2 API (curl) and the normalising of its
+//!   answers (indexes relative to the session's start);
 //! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
 //!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
 //! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
@@ -42,6 +44,7 @@ pub mod restore;
 pub mod server;
 pub mod streams;
 pub mod transcripts;
+pub mod v2;
 pub mod zookeeper;
 
 pub use etcdctl::{Etcdctl, Output, etcdctl};

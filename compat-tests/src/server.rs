@@ -369,7 +369,9 @@ impl Server {
                     .arg("--initial-advertise-peer-urls")
                     .arg(&peer_url)
                     .arg("--initial-cluster")
-                    .arg(format!("{name}={peer_url}"));
+                    .arg(format!("{name}={peer_url}"))
+                    // Concord serves the v2 API by default; etcd 3.4 only when asked.
+                    .arg("--enable-v2");
                 command.args(&self.options.etcd_args);
                 command
             }

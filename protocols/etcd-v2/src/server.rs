@@ -302,7 +302,7 @@ impl V2Service {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             shared.keys.stats.watchers.fetch_add(1, Ordering::Relaxed);
-            wait::run(watcher, spec, actions, tx).await;
+            wait::run(shared.keys.kernel.clone(), watcher, spec, actions, tx).await;
             shared.keys.stats.watchers.fetch_sub(1, Ordering::Relaxed);
         });
         let stream = ReceiverStream::new(rx).map(|chunk| Ok(Frame::data(Bytes::from(chunk))));

@@ -17,7 +17,7 @@ use concord_kernel::{Kernel, WatchEnd, Watcher};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::{V2Error, code};
-use crate::json::{EventJson, Expiries, NodeJson, node_json};
+use crate::json::{EventJson, Expiries, Expiry, NodeJson, node_json};
 
 /// How many past events etcd v2 keeps for `waitIndex`.
 pub const HISTORY_EVENTS: i64 = 1000;
@@ -171,6 +171,7 @@ pub fn start(
 /// Feeds `out` the events a waiter gets: one (or all, when streaming); ends when the
 /// client goes away.
 pub async fn run(
+    kernel: Kernel,
     mut watcher: Watcher,
     spec: WaitSpec,
     actions: std::sync::Arc<Actions>,
@@ -189,7 +190,8 @@ pub async fn run(
                 return;
             }
         };
-        let Some(event) = v2_event(&spec, batch.revision, &batch.events, &actions).await else {
+        let Some(event) = v2_event(&kernel, &spec, batch.revision, &batch.events, &actions).await
+        else {
             continue;
         };
         if out.send(event.body()).await.is_err() || !spec.stream {
@@ -198,8 +200,27 @@ pub async fn run(
     }
 }
 
+/// The TTLs of the leases of `kvs`; a lease already gone (the key expired) shows as
+/// expiring now, as etcd shows an expired node.
+async fn expiries<'a>(kernel: &Kernel, kvs: impl IntoIterator<Item = Option<&'a KeyValue>>) -> Expiries {
+    let now = std::time::SystemTime::now();
+    let mut out = Expiries::new();
+    for kv in kvs.into_iter().flatten() {
+        if kv.lease == 0 || out.contains_key(&kv.lease) {
+            continue;
+        }
+        let ttl = match kernel.lease_time_to_live(kv.lease, false).await {
+            Ok(found) if found.ttl >= 0 => found.ttl,
+            _ => 0,
+        };
+        out.insert(kv.lease, Expiry::after(now, ttl));
+    }
+    out
+}
+
 /// The v2 event a waiter sees for one revision's changes, if any matches.
 async fn v2_event(
+    kernel: &Kernel,
     spec: &WaitSpec,
     revision: Revision,
     events: &[Event],
@@ -220,14 +241,14 @@ async fn v2_event(
         .and_then(|r| matching.iter().find(|e| e.kv.key == r.key))
         .unwrap_or(top);
     let (dir, prev_dir) = recorded.as_ref().map_or((false, false), |r| (r.dir, r.prev_dir));
-    let no_expiries = Expiries::new();
+    let expiries = expiries(kernel, [Some(&event.kv), event.prev_kv.as_ref()]).await;
     let prev_node = event.prev_kv.as_ref().map(|prev| {
         node_json(
             &V2Node {
                 kv: prev.clone(),
                 dir: prev_dir,
             },
-            &no_expiries,
+            &expiries,
         )
     });
     let (action, node) = match event.kind {
@@ -238,7 +259,7 @@ async fn v2_event(
                     kv: event.kv.clone(),
                     dir,
                 },
-                &no_expiries,
+                &expiries,
             ),
         ),
         EventKind::Delete => {
