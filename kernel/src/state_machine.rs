@@ -181,20 +181,27 @@ impl StateMachine {
                 if view.lease(*id)?.is_none() {
                     return Err(KernelError::LeaseNotFound);
                 }
-                // The attached keys go in one transaction: one revision for all.
+                // The attached keys go in one transaction: one revision for all. A v2
+                // directory that expires takes everything under it along.
+                let mut success = Vec::new();
+                for key in view.lease_keys(*id)? {
+                    if crate::tree::is_directory(&view, &key)? {
+                        let (start, end) = crate::tree::descendants(&key);
+                        success.push(RequestOp::DeleteRange(DeleteRangeRequest {
+                            key: start,
+                            range_end: end,
+                            prev_kv: false,
+                        }));
+                    }
+                    success.push(RequestOp::DeleteRange(DeleteRangeRequest {
+                        key,
+                        range_end: Vec::new(),
+                        prev_kv: false,
+                    }));
+                }
                 let deletes = TxnRequest {
                     compare: Vec::new(),
-                    success: view
-                        .lease_keys(*id)?
-                        .into_iter()
-                        .map(|key| {
-                            RequestOp::DeleteRange(DeleteRangeRequest {
-                                key,
-                                range_end: Vec::new(),
-                                prev_kv: false,
-                            })
-                        })
-                        .collect(),
+                    success,
                     failure: Vec::new(),
                 };
                 let applied = self.writer.txn(&deletes, batch)?;

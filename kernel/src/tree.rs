@@ -103,7 +103,7 @@ pub(crate) fn parent_of(key: &[u8]) -> Option<&[u8]> {
 }
 
 /// The key range holding every descendant of `path`.
-fn descendants(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn descendants(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut start = path.to_vec();
     if start != b"/" {
         start.push(b'/');
@@ -790,6 +790,11 @@ fn ancestor_cuts(path: &[u8]) -> impl Iterator<Item = usize> + '_ {
         .skip(1)
         .filter(|(_, b)| **b == b'/')
         .map(|(i, _)| i)
+}
+
+/// Whether `path` was made as a v2 directory.
+pub(crate) fn is_directory(view: &ReadView<'_>, path: &[u8]) -> KernelResult<bool> {
+    Ok(read_meta(view, path)?.is_some_and(|meta| meta.kind == ZnodeKind::Directory))
 }
 
 /// Whether v2 sees the existing node `path` as a directory (see `TreeExecutor::is_dir`).
