@@ -58,8 +58,19 @@ pub async fn request(
         .args(["-s", "-i", "--path-as-is", "-X", method])
         .arg(format!("http://{endpoint}{path}"))
         .kill_on_drop(true);
+    // Long values go through files: the argument list has a size limit.
+    let mut files = Vec::new();
     for (name, value) in form {
-        command.arg("--data-urlencode").arg(format!("{name}={value}"));
+        if value.len() > 64 * 1024 {
+            let file = tempfile::NamedTempFile::new().context("cannot make a temp file")?;
+            std::fs::write(file.path(), value)?;
+            command
+                .arg("--data-urlencode")
+                .arg(format!("{name}@{}", file.path().display()));
+            files.push(file);
+        } else {
+            command.arg("--data-urlencode").arg(format!("{name}={value}"));
+        }
     }
     let output = tokio::time::timeout(timeout, command.output())
         .await
