@@ -69,7 +69,9 @@ pub async fn request(
                 .arg(format!("{name}@{}", file.path().display()));
             files.push(file);
         } else {
-            command.arg("--data-urlencode").arg(format!("{name}={value}"));
+            command
+                .arg("--data-urlencode")
+                .arg(format!("{name}={value}"));
         }
     }
     let output = tokio::time::timeout(timeout, command.output())
@@ -81,7 +83,12 @@ pub async fn request(
 }
 
 /// A request with the usual bound.
-pub async fn call(endpoint: &str, method: &str, path: &str, form: &[(&str, &str)]) -> Result<Reply> {
+pub async fn call(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> Result<Reply> {
     request(endpoint, method, path, form, REQUEST_TIMEOUT).await
 }
 
@@ -179,10 +186,16 @@ impl IndexNormalizer {
     /// otherwise (field order and spacing included).
     fn body(&self, body: &str) -> String {
         let indexes = self.index_field.replace_all(body, |c: &Captures| {
-            format!("\"{}\":\"{}\"", &c[1], self.index(c[2].parse().unwrap_or_default()))
+            format!(
+                "\"{}\":\"{}\"",
+                &c[1],
+                self.index(c[2].parse().unwrap_or_default())
+            )
         });
         let ttls = self.ttl_field.replace_all(&indexes, "\"ttl\":\"<ttl>\"");
-        let times = self.expiration_field.replace_all(&ttls, "\"expiration\":\"<time>\"");
+        let times = self
+            .expiration_field
+            .replace_all(&ttls, "\"expiration\":\"<time>\"");
         self.text(&times)
     }
 

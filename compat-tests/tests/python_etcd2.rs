@@ -43,7 +43,10 @@ async fn run_session(server: &Server) -> Result<String> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    ensure!(stdout.lines().count() >= 30, "transcript too short:\n{stdout}");
+    ensure!(
+        stdout.lines().count() >= 30,
+        "transcript too short:\n{stdout}"
+    );
     Ok(stdout)
 }
 

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use concord_compat_tests::connect;
 use concord_compat_tests::v2::{call, request};
 use concord_compat_tests::zookeeper::{ZkBackend, ZkServer, zk_backends};
-use concord_compat_tests::connect;
 use zookeeper_client as zk;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,14 +75,20 @@ async fn v2_v3_and_zookeeper_share_one_namespace() -> Result<()> {
     );
     let waiter = wait(&endpoint, "/v2/keys/x?wait=true&recursive=true");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    zk.create("/x/z", b"from-zk", &zk::CreateMode::Persistent.with_acls(OPEN))
-        .await?;
+    zk.create(
+        "/x/z",
+        b"from-zk",
+        &zk::CreateMode::Persistent.with_acls(OPEN),
+    )
+    .await?;
     let event = waiter.await??;
     ensure!(
         event["node"]["key"] == "/x/z" && event["node"]["value"] == "from-zk",
         "ZooKeeper create woke {event}"
     );
-    let read = call(&endpoint, "GET", "/v2/keys/x?sorted=true", &[]).await?.json()?;
+    let read = call(&endpoint, "GET", "/v2/keys/x?sorted=true", &[])
+        .await?
+        .json()?;
     let keys: Vec<&str> = read["node"]["nodes"]
         .as_array()
         .context("a listing")?
@@ -103,7 +109,12 @@ async fn v2_v3_and_zookeeper_share_one_namespace() -> Result<()> {
     for round in 0..3 {
         let posted = call(&endpoint, "POST", "/v2/keys/jobs", &[("value", "v2")]).await?;
         ensure!(posted.status == 201, "POST {round}: {posted:?}");
-        names.push(posted.json()?["node"]["key"].as_str().unwrap_or_default().to_string());
+        names.push(
+            posted.json()?["node"]["key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
         let (_, seq) = zk.create("/jobs/", b"zk", &sequential).await?;
         names.push(format!("/jobs/{seq}"));
     }
@@ -115,7 +126,10 @@ async fn v2_v3_and_zookeeper_share_one_namespace() -> Result<()> {
         .collect();
     listed.sort();
     names.sort();
-    ensure!(listed == names && listed.len() == 6, "children {listed:?} vs made {names:?}");
+    ensure!(
+        listed == names && listed.len() == 6,
+        "children {listed:?} vs made {names:?}"
+    );
     Ok(())
 }
 
@@ -124,13 +138,20 @@ async fn v2_wait_index_history_and_future() -> Result<()> {
     let Some((_server, endpoint, _zk, mut etcd)) = concord().await? else {
         return Ok(());
     };
-    let start = call(&endpoint, "PUT", "/v2/keys/h", &[("value", "0")]).await?.modified_index()?;
+    let start = call(&endpoint, "PUT", "/v2/keys/h", &[("value", "0")])
+        .await?
+        .modified_index()?;
     for i in 0..1000 {
         etcd.put("/h", i.to_string(), None).await?;
     }
     // etcd v2 keeps 1000 events: the first write is out of reach now.
-    let cleared = call(&endpoint, "GET", &format!("/v2/keys/h?wait=true&waitIndex={start}"), &[])
-        .await?;
+    let cleared = call(
+        &endpoint,
+        "GET",
+        &format!("/v2/keys/h?wait=true&waitIndex={start}"),
+        &[],
+    )
+    .await?;
     let body = cleared.json()?;
     ensure!(
         cleared.status == 400
@@ -141,17 +162,31 @@ async fn v2_wait_index_history_and_future() -> Result<()> {
                 .is_some_and(|c| c.starts_with("the requested history has been cleared [")),
         "{cleared:?}"
     );
-    let recent = call(&endpoint, "GET", &format!("/v2/keys/h?wait=true&waitIndex={}", start + 5), &[])
-        .await?;
+    let recent = call(
+        &endpoint,
+        "GET",
+        &format!("/v2/keys/h?wait=true&waitIndex={}", start + 5),
+        &[],
+    )
+    .await?;
     ensure!(recent.json()?["node"]["value"] == "4", "{recent:?}");
     // A future index waits for it, skipping the writes before.
-    let now = recent.header("x-etcd-index").context("index")?.parse::<i64>()?;
-    let waiter = wait(&endpoint, &format!("/v2/keys/h?wait=true&waitIndex={}", now + 2));
+    let now = recent
+        .header("x-etcd-index")
+        .context("index")?
+        .parse::<i64>()?;
+    let waiter = wait(
+        &endpoint,
+        &format!("/v2/keys/h?wait=true&waitIndex={}", now + 2),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     etcd.put("/h", "first", None).await?;
     etcd.put("/h", "second", None).await?;
     let event = waiter.await??;
-    ensure!(event["node"]["value"] == "second", "future waitIndex woke with {event}");
+    ensure!(
+        event["node"]["value"] == "second",
+        "future waitIndex woke with {event}"
+    );
     Ok(())
 }
 
@@ -174,8 +209,14 @@ async fn v2_bad_bodies_change_nothing() -> Result<()> {
     // Over the kernel's request limit: refused, nothing written.
     let big = "x".repeat(2 << 20);
     let refused = call(&endpoint, "PUT", "/v2/keys/big", &[("value", &big)]).await?;
-    ensure!(refused.status == 500 && refused.json()?["errorCode"] == 300, "{refused:?}");
-    ensure!(etcd.get("/big", None).await?.kvs().is_empty(), "an oversize value was stored");
+    ensure!(
+        refused.status == 500 && refused.json()?["errorCode"] == 300,
+        "{refused:?}"
+    );
+    ensure!(
+        etcd.get("/big", None).await?.kvs().is_empty(),
+        "an oversize value was stored"
+    );
     // The server still answers.
     let ok = call(&endpoint, "PUT", "/v2/keys/after", &[("value", "fine")]).await?;
     ensure!(ok.status == 201, "{ok:?}");

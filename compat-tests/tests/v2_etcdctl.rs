@@ -40,24 +40,33 @@ impl Session {
     fn normalize(&self, text: &str) -> String {
         let relative = self.indexes.replace_all(text, |c: &Captures| {
             let value: i64 = c[2].parse().unwrap_or_default();
-            format!("{}{}{}", &c[1], self.normalizer.label(&format!("prevIndex={value}"))
-                .trim_start_matches("prevIndex="), &c[3])
+            format!(
+                "{}{}{}",
+                &c[1],
+                self.normalizer
+                    .label(&format!("prevIndex={value}"))
+                    .trim_start_matches("prevIndex="),
+                &c[3]
+            )
         });
         relative
             .lines()
-            .map(|l| if l.starts_with("TTL: ") { "TTL: <ttl>" } else { l })
+            .map(|l| {
+                if l.starts_with("TTL: ") {
+                    "TTL: <ttl>"
+                } else {
+                    l
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
 
     async fn run(&mut self, args: &[&str]) -> Result<()> {
-        let output = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            etcdctl(&self.endpoint, args).output(),
-        )
-        .await
-        .with_context(|| format!("etcdctl {args:?} did not finish"))?
-        .context("cannot run etcdctl (Debian's etcd-client)")?;
+        let output = tokio::time::timeout(COMMAND_TIMEOUT, etcdctl(&self.endpoint, args).output())
+            .await
+            .with_context(|| format!("etcdctl {args:?} did not finish"))?
+            .context("cannot run etcdctl (Debian's etcd-client)")?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -84,7 +93,8 @@ impl Session {
         tokio::time::sleep(Duration::from_millis(700)).await;
         self.run(trigger).await?;
         let mut reader = BufReader::new(stdout).lines();
-        self.transcript.push_str(&format!("$ etcdctl {} (background)\n", args.join(" ")));
+        self.transcript
+            .push_str(&format!("$ etcdctl {} (background)\n", args.join(" ")));
         for _ in 0..lines {
             let line = tokio::time::timeout(COMMAND_TIMEOUT, reader.next_line())
                 .await
@@ -141,9 +151,14 @@ async fn session(server: &Server) -> Result<String> {
     ] {
         s.run(args).await?;
     }
-    s.background(&["watch", "/w/k"], &["set", "/w/k", "woken"], 1).await?;
-    s.background(&["watch", "--recursive", "/w"], &["set", "/w/k2", "deep"], 1)
+    s.background(&["watch", "/w/k"], &["set", "/w/k", "woken"], 1)
         .await?;
+    s.background(
+        &["watch", "--recursive", "/w"],
+        &["set", "/w/k2", "deep"],
+        1,
+    )
+    .await?;
     s.background(
         // etcdctl 3.4's flag parser drops `--`, and exec-watch then takes the key
         // last.
@@ -164,7 +179,10 @@ async fn session(server: &Server) -> Result<String> {
 #[tokio::test]
 async fn etcdctl_v2_session_matches_real_etcd() -> Result<()> {
     let expected = compare_with_etcd("etcdctl-v2", session).await?;
-    ensure!(expected.matches("$ etcdctl").count() >= 35, "short:\n{expected}");
+    ensure!(
+        expected.matches("$ etcdctl").count() >= 35,
+        "short:\n{expected}"
+    );
     println!("{expected}");
     Ok(())
 }

@@ -335,8 +335,7 @@ impl Settings {
         if v2.enabled && v2.listen.is_none() && !self.adapters.etcd.enabled {
             return Err(fail(
                 "adapters.etcd_v2.listen",
-                "must be set when adapters.etcd is disabled (v2 shares its port otherwise)"
-                    .into(),
+                "must be set when adapters.etcd is disabled (v2 shares its port otherwise)".into(),
             ));
         }
         let zk = &self.adapters.zookeeper;

@@ -28,8 +28,8 @@ use crate::types::{
     Acl, Alarm, AlarmKind, CompactRequest, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
     LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseLeasesResponse,
     LeaseTimeToLiveResponse, Member, NodeStatus, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ReapableNode, RequestOp, ResponseHeader, ResponseOp, Revision, TreeNode, TreeOp, V2Subtree,
-    TreeRead, TreeTxnResponse, TxnRequest, TxnResponse, WatchRequest, ZnodeStat,
+    RangeResponse, ReapableNode, RequestOp, ResponseHeader, ResponseOp, Revision, TreeNode, TreeOp,
+    TreeRead, TreeTxnResponse, TxnRequest, TxnResponse, V2Subtree, WatchRequest, ZnodeStat,
 };
 use crate::validate;
 use crate::watch::{WatchHub, Watcher};
@@ -816,15 +816,12 @@ impl Kernel {
         &self,
         ops: Vec<TreeOp>,
     ) -> KernelResult<impl Future<Output = KernelResult<TreeTxnResponse>> + Send + 'static> {
-        if ops
-            .iter()
-            .any(|op| {
-                matches!(
-                    op,
-                    TreeOp::Create { .. } | TreeOp::SetData { .. } | TreeOp::V2Write(_)
-                )
-            })
-        {
+        if ops.iter().any(|op| {
+            matches!(
+                op,
+                TreeOp::Create { .. } | TreeOp::SetData { .. } | TreeOp::V2Write(_)
+            )
+        }) {
             self.refuse_if_no_space()?;
         }
         let outcome = self.submit(Command::Tree {

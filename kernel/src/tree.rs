@@ -390,7 +390,12 @@ impl<'a> TreeExecutor<'a> {
     }
 
     /// Records a new node at `path` (a v2 file, or a directory when `value` is `None`).
-    fn v2_create(&mut self, path: &[u8], value: &Option<Vec<u8>>, lease: i64) -> KernelResult<StoredKv> {
+    fn v2_create(
+        &mut self,
+        path: &[u8],
+        value: &Option<Vec<u8>>,
+        lease: i64,
+    ) -> KernelResult<StoredKv> {
         let kv = StoredKv {
             create_revision: self.revision,
             mod_revision: self.revision,
@@ -474,14 +479,22 @@ impl<'a> TreeExecutor<'a> {
         // A plain set replaces the node (a new one, as etcd v2 makes, and a directory if
         // asked); update and compare-and-swap keep it and its kind.
         let replace = w.prev_exist.is_none() && !conditional && !w.refresh;
-        let dir = if replace { w.value.is_none() } else { current_dir };
+        let dir = if replace {
+            w.value.is_none()
+        } else {
+            current_dir
+        };
         let value = if !replace && (w.refresh || dir) {
             prev.value.clone()
         } else {
             w.value.clone().unwrap_or_default()
         };
         let kv = StoredKv {
-            create_revision: if replace { self.revision } else { prev.create_revision },
+            create_revision: if replace {
+                self.revision
+            } else {
+                prev.create_revision
+            },
             mod_revision: self.revision,
             version: if replace { 1 } else { prev.version + 1 },
             lease: w.lease,
@@ -863,7 +876,8 @@ pub(crate) fn v2_subtree(
         if !recursive && key[start.len()..].contains(&b'/') {
             continue;
         }
-        let kv = StoredKv::decode(&raw).ok_or_else(|| KernelError::Storage("corrupt kv record".into()))?;
+        let kv = StoredKv::decode(&raw)
+            .ok_or_else(|| KernelError::Storage("corrupt kv record".into()))?;
         out.descendants.push(V2Node {
             dir: is_v2_dir(db, view, &key)?,
             kv: kv.into_key_value(key.to_vec()),

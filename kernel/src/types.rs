@@ -477,15 +477,27 @@ impl TreeOp {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TreeOpResult {
-    Created { path: String, stat: ZnodeStat },
+    Created {
+        path: String,
+        stat: ZnodeStat,
+    },
     Deleted,
-    DataSet { stat: ZnodeStat },
+    DataSet {
+        stat: ZnodeStat,
+    },
     Checked,
-    AclSet { stat: ZnodeStat },
+    AclSet {
+        stat: ZnodeStat,
+    },
     /// A v2 write: the node as written and the one it replaced.
-    V2Written { node: V2Node, prev: Option<V2Node> },
+    V2Written {
+        node: V2Node,
+        prev: Option<V2Node>,
+    },
     /// A v2 delete: the node removed (its record before the delete).
-    V2Deleted { prev: V2Node },
+    V2Deleted {
+        prev: V2Node,
+    },
 }
 
 /// Why a tree operation failed (ZooKeeper's error codes for these cases).

@@ -65,11 +65,23 @@ async fn files_directories_and_their_rules() {
     );
     assert_eq!(read.descendants[0].kv.create_revision, node.kv.mod_revision);
     // Only direct children without `recursive`.
-    assert_eq!(keys(&kernel.v2_read("/a", false, false).await.unwrap()).len(), 1);
+    assert_eq!(
+        keys(&kernel.v2_read("/a", false, false).await.unwrap()).len(),
+        1
+    );
     // A directory is not a file, a file is not a directory, the root is read only.
-    assert_eq!(write(&kernel, set("/a/b", Some("x"))).await, Err(TreeError::NotFile));
-    assert_eq!(write(&kernel, set("/a/b/c/d", Some("x"))).await, Err(TreeError::NotDir));
-    assert_eq!(write(&kernel, set("/", Some("x"))).await, Err(TreeError::RootReadOnly));
+    assert_eq!(
+        write(&kernel, set("/a/b", Some("x"))).await,
+        Err(TreeError::NotFile)
+    );
+    assert_eq!(
+        write(&kernel, set("/a/b/c/d", Some("x"))).await,
+        Err(TreeError::NotDir)
+    );
+    assert_eq!(
+        write(&kernel, set("/", Some("x"))).await,
+        Err(TreeError::RootReadOnly)
+    );
     let under_file = kernel.v2_read("/a/b/c/d", false, false).await.unwrap();
     assert_eq!(under_file.not_dir.as_deref(), Some("/a/b/c"));
     let missing = kernel.v2_read("/x/y", false, false).await.unwrap();
@@ -118,7 +130,14 @@ async fn files_directories_and_their_rules() {
     };
     let gone = delete(&kernel, recursive).await.unwrap();
     assert!(gone.dir);
-    assert!(kernel.v2_read("/a/b/c", false, false).await.unwrap().node.is_none());
+    assert!(
+        kernel
+            .v2_read("/a/b/c", false, false)
+            .await
+            .unwrap()
+            .node
+            .is_none()
+    );
     let range = kernel
         .range(RangeRequest {
             key: b"/a".to_vec(),
@@ -144,7 +163,15 @@ async fn in_order_keys_are_named_by_their_revision() {
     // A ZooKeeper sequential create under the same parent takes 10 digits: no clash.
     let (second, _) = write(&kernel, post).await.unwrap();
     assert_ne!(second.kv.key, node.kv.key);
-    assert!(kernel.v2_read("/q", false, false).await.unwrap().node.unwrap().dir);
+    assert!(
+        kernel
+            .v2_read("/q", false, false)
+            .await
+            .unwrap()
+            .node
+            .unwrap()
+            .dir
+    );
 }
 
 #[tokio::test]

@@ -122,10 +122,17 @@ pub fn listing(root: &V2Node, descendants: &[V2Node], expiries: &Expiries) -> No
     let mut by_parent: HashMap<&[u8], Vec<&V2Node>> = HashMap::new();
     for node in descendants {
         if !hidden(&node.kv.key) {
-            by_parent.entry(parent(&node.kv.key)).or_default().push(node);
+            by_parent
+                .entry(parent(&node.kv.key))
+                .or_default()
+                .push(node);
         }
     }
-    fn build(node: &V2Node, by_parent: &HashMap<&[u8], Vec<&V2Node>>, expiries: &Expiries) -> NodeJson {
+    fn build(
+        node: &V2Node,
+        by_parent: &HashMap<&[u8], Vec<&V2Node>>,
+        expiries: &Expiries,
+    ) -> NodeJson {
         let mut json = node_json(node, expiries);
         if let Some(children) = by_parent.get(node.kv.key.as_slice()) {
             json.nodes = children
@@ -194,7 +201,11 @@ mod tests {
             action: "get",
             node: Some(listing(
                 &node("/a", true, 6),
-                &[node("/a/b", true, 6), node("/a/b/c", false, 6), node("/a/_h", false, 7)],
+                &[
+                    node("/a/b", true, 6),
+                    node("/a/b/c", false, 6),
+                    node("/a/_h", false, 7),
+                ],
                 &Expiries::new(),
             )),
             prev_node: None,
@@ -213,7 +224,10 @@ mod tests {
             node: Some(listing(&node("/", true, 0), &[], &Expiries::new())),
             prev_node: None,
         };
-        assert_eq!(root.body(), "{\"action\":\"get\",\"node\":{\"dir\":true}}\n");
+        assert_eq!(
+            root.body(),
+            "{\"action\":\"get\",\"node\":{\"dir\":true}}\n"
+        );
     }
 
     #[test]
@@ -221,7 +235,13 @@ mod tests {
         let mut leased = node("/ttl", false, 12);
         leased.kv.lease = 9;
         let at = UNIX_EPOCH + Duration::new(1_795_688_450, 547_681_000);
-        let expiries = Expiries::from([(9, Expiry { ttl: 5, expiration: rfc3339_nanos(at) })]);
+        let expiries = Expiries::from([(
+            9,
+            Expiry {
+                ttl: 5,
+                expiration: rfc3339_nanos(at),
+            },
+        )]);
         assert_eq!(
             serde_json::to_string(&node_json(&leased, &expiries)).unwrap(),
             r#"{"key":"/ttl","value":"v","expiration":"2026-11-26T10:20:50.547681Z","ttl":5,"modifiedIndex":12,"createdIndex":12}"#

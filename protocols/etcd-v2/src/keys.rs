@@ -257,7 +257,12 @@ impl Keys {
                 drop(in_flight);
                 self.release(lease).await;
                 Err(self
-                    .cause(tree_code(error), &req.key, prev_value.as_deref(), prev_index)
+                    .cause(
+                        tree_code(error),
+                        &req.key,
+                        prev_value.as_deref(),
+                        prev_index,
+                    )
                     .await)
             }
         }
@@ -370,8 +375,8 @@ impl Keys {
                     })
                     .unwrap_or_default();
                 let value_differs = prev_value.is_some_and(|p| p != value);
-                let index_differs = prev_index != 0
-                    && i64::try_from(prev_index).unwrap_or(i64::MAX) != modified;
+                let index_differs =
+                    prev_index != 0 && i64::try_from(prev_index).unwrap_or(i64::MAX) != modified;
                 let shown_value = prev_value.unwrap_or_default();
                 match (value_differs, index_differs) {
                     (false, true) => format!("[{prev_index} != {modified}]"),

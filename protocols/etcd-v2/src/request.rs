@@ -195,9 +195,10 @@ pub fn parse(
         request.ttl = Some(form.unsigned("ttl", code::TTL_NAN)?);
     }
     if form.has("prevExist") {
-        request.prev_exist = Some(form.boolean("prevExist").map_err(|_| {
-            V2Error::request(code::INVALID_FIELD, "invalid value for prevExist")
-        })?);
+        request.prev_exist =
+            Some(form.boolean("prevExist").map_err(|_| {
+                V2Error::request(code::INVALID_FIELD, "invalid value for prevExist")
+            })?);
     }
     if form.has("refresh") {
         request.refresh = form
@@ -242,25 +243,66 @@ mod tests {
     fn etcds_field_errors() {
         let cases = [
             ("ttl=abc", code::TTL_NAN, "invalid value for \"ttl\""),
-            ("prevIndex=x", code::INDEX_NAN, "invalid value for \"prevIndex\""),
-            ("recursive=maybe", code::INVALID_FIELD, "invalid value for \"recursive\""),
-            ("prevValue=", code::PREV_VALUE_REQUIRED, "\"prevValue\" cannot be empty"),
-            ("prevExist=yes", code::INVALID_FIELD, "invalid value for prevExist"),
-            ("refresh=true&value=1", code::REFRESH_VALUE, "A value was provided on a refresh"),
-            ("refresh=true", code::REFRESH_TTL_REQUIRED, "No TTL value set"),
-            ("wait=true", code::INVALID_FIELD, "\"wait\" can only be used with GET requests"),
-            ("value=%zz", code::INVALID_FORM, "invalid URL escape \"%zz\""),
+            (
+                "prevIndex=x",
+                code::INDEX_NAN,
+                "invalid value for \"prevIndex\"",
+            ),
+            (
+                "recursive=maybe",
+                code::INVALID_FIELD,
+                "invalid value for \"recursive\"",
+            ),
+            (
+                "prevValue=",
+                code::PREV_VALUE_REQUIRED,
+                "\"prevValue\" cannot be empty",
+            ),
+            (
+                "prevExist=yes",
+                code::INVALID_FIELD,
+                "invalid value for prevExist",
+            ),
+            (
+                "refresh=true&value=1",
+                code::REFRESH_VALUE,
+                "A value was provided on a refresh",
+            ),
+            (
+                "refresh=true",
+                code::REFRESH_TTL_REQUIRED,
+                "No TTL value set",
+            ),
+            (
+                "wait=true",
+                code::INVALID_FIELD,
+                "\"wait\" can only be used with GET requests",
+            ),
+            (
+                "value=%zz",
+                code::INVALID_FORM,
+                "invalid URL escape \"%zz\"",
+            ),
         ];
         for (query, error_code, cause) in cases {
             let e = put(query, "").unwrap_err();
-            assert_eq!((e.code, e.cause.as_str(), e.index), (error_code, cause, 0), "{query}");
+            assert_eq!(
+                (e.code, e.cause.as_str(), e.index),
+                (error_code, cause, 0),
+                "{query}"
+            );
         }
     }
 
     #[test]
     fn go_spellings_of_booleans_and_numbers() {
-        let r = parse("GET", "/v2/keys/", "recursive=T&sorted=1&quorum=False&waitIndex=7", None)
-            .unwrap();
+        let r = parse(
+            "GET",
+            "/v2/keys/",
+            "recursive=T&sorted=1&quorum=False&waitIndex=7",
+            None,
+        )
+        .unwrap();
         assert_eq!(r.key, "/");
         assert!(r.recursive && r.sorted && !r.quorum);
         assert_eq!(r.wait_index, 7);
@@ -273,7 +315,10 @@ mod tests {
         assert_eq!(clean_path(""), "/");
         assert_eq!(clean_path("/a/./b/../c/"), "/a/c");
         assert_eq!(redirect_target("/v2/keys//a"), Some("/v2/keys/a".into()));
-        assert_eq!(redirect_target("/v2/keys/a/../b"), Some("/v2/keys/b".into()));
+        assert_eq!(
+            redirect_target("/v2/keys/a/../b"),
+            Some("/v2/keys/b".into())
+        );
         assert_eq!(redirect_target("/v2/keys/a/"), None);
         assert_eq!(redirect_target("/v2/keys/a"), None);
     }

@@ -91,10 +91,13 @@ impl V2Service {
         }
         let method = req.method().clone();
         let response = match path.as_str() {
-            "/version" => self.json_get(&method, json!({
-                "etcdserver": ETCD_VERSION,
-                "etcdcluster": ETCD_CLUSTER_VERSION,
-            })),
+            "/version" => self.json_get(
+                &method,
+                json!({
+                    "etcdserver": ETCD_VERSION,
+                    "etcdcluster": ETCD_CLUSTER_VERSION,
+                }),
+            ),
             "/health" => self.health(&method),
             "/v2/members" => self.members(&method),
             "/v2/machines" => only_get(&method).unwrap_or_else(|| {
@@ -159,8 +162,7 @@ impl V2Service {
                 })
             })
             .collect();
-        let mut response =
-            json_response(StatusCode::OK, json!({ "members": members }).to_string());
+        let mut response = json_response(StatusCode::OK, json!({ "members": members }).to_string());
         set(&mut response, "X-Etcd-Cluster-Id", &self.cluster_id());
         response
     }
@@ -170,19 +172,22 @@ impl V2Service {
         let id = format!("{:x}", kernel.member_id());
         let started = rfc3339_nanos(self.shared.started);
         let uptime = self.shared.started.elapsed().unwrap_or_default();
-        self.json_get(method, json!({
-            "name": kernel.name(),
-            "id": id,
-            "state": if kernel.is_leader() { "StateLeader" } else { "StateFollower" },
-            "startTime": started,
-            "leaderInfo": {
-                "leader": id,
-                "uptime": format!("{:?}", uptime),
+        self.json_get(
+            method,
+            json!({
+                "name": kernel.name(),
+                "id": id,
+                "state": if kernel.is_leader() { "StateLeader" } else { "StateFollower" },
                 "startTime": started,
-            },
-            "recvAppendRequestCnt": 0,
-            "sendAppendRequestCnt": 0,
-        }))
+                "leaderInfo": {
+                    "leader": id,
+                    "uptime": format!("{:?}", uptime),
+                    "startTime": started,
+                },
+                "recvAppendRequestCnt": 0,
+                "sendAppendRequestCnt": 0,
+            }),
+        )
     }
 
     fn stats_leader(&self, method: &Method) -> Response<Body> {
@@ -198,8 +203,7 @@ impl V2Service {
         }
         json_response(
             StatusCode::OK,
-            json!({ "leader": format!("{:x}", kernel.member_id()), "followers": {} })
-                .to_string(),
+            json!({ "leader": format!("{:x}", kernel.member_id()), "followers": {} }).to_string(),
         )
     }
 
@@ -215,8 +219,14 @@ impl V2Service {
             return redirect(req.method(), &location);
         }
         let method = req.method().clone();
-        if ![Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::DELETE]
-            .contains(&method)
+        if ![
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+        ]
+        .contains(&method)
         {
             let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
             set(&mut response, "Allow", "HEAD,GET,PUT,POST,DELETE");
@@ -229,13 +239,14 @@ impl V2Service {
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
             && (method == Method::PUT || method == Method::POST);
         let body = if form_body {
-            match Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await {
+            match Limited::new(req.into_body(), MAX_FORM_BYTES)
+                .collect()
+                .await
+            {
                 Ok(collected) => Some(collected.to_bytes()),
                 Err(_) => {
-                    return self.error(V2Error::request(
-                        code::INVALID_FORM,
-                        "http: POST too large",
-                    ));
+                    return self
+                        .error(V2Error::request(code::INVALID_FORM, "http: POST too large"));
                 }
             }
         } else {
@@ -266,7 +277,11 @@ impl V2Service {
         let kernel = self.kernel();
         set(response, "X-Etcd-Cluster-Id", &self.cluster_id());
         set(response, "X-Etcd-Index", &index.to_string());
-        set(response, "X-Raft-Index", &kernel.raft_applied_index().to_string());
+        set(
+            response,
+            "X-Raft-Index",
+            &kernel.raft_applied_index().to_string(),
+        );
         set(response, "X-Raft-Term", &kernel.raft_term().to_string());
     }
 
@@ -324,9 +339,17 @@ fn set(response: &mut Response<Body>, name: &str, value: &str) {
 }
 
 fn cors(response: &mut Response<Body>) {
-    set(response, "Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
+    set(
+        response,
+        "Access-Control-Allow-Methods",
+        "POST, GET, OPTIONS, PUT, DELETE",
+    );
     set(response, "Access-Control-Allow-Origin", "*");
-    set(response, "Access-Control-Allow-Headers", "accept, content-type, authorization");
+    set(
+        response,
+        "Access-Control-Allow-Headers",
+        "accept, content-type, authorization",
+    );
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {
@@ -339,7 +362,11 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
 fn plain(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut response = Response::new(full(body.into()));
     *response.status_mut() = status;
-    set(&mut response, CONTENT_TYPE.as_str(), "text/plain; charset=utf-8");
+    set(
+        &mut response,
+        CONTENT_TYPE.as_str(),
+        "text/plain; charset=utf-8",
+    );
     response
 }
 
@@ -361,7 +388,11 @@ fn redirect(method: &Method, location: &str) -> Response<Body> {
     };
     let mut response = Response::new(full(body));
     *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
-    set(&mut response, CONTENT_TYPE.as_str(), "text/html; charset=utf-8");
+    set(
+        &mut response,
+        CONTENT_TYPE.as_str(),
+        "text/html; charset=utf-8",
+    );
     set(&mut response, "Location", location);
     response
 }

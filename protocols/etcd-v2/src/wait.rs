@@ -74,7 +74,11 @@ impl Actions {
 
     fn find(&self, revision: Revision) -> Option<Recorded> {
         let recent = self.recent.lock().ok()?;
-        recent.iter().rev().find(|r| r.revision == revision).cloned()
+        recent
+            .iter()
+            .rev()
+            .find(|r| r.revision == revision)
+            .cloned()
     }
 
     /// The record of `revision`, waiting (bounded) while v2 writes are in flight.
@@ -145,10 +149,7 @@ impl WaitSpec {
 }
 
 /// Checks `waitIndex` against the history etcd would still have and starts a watcher.
-pub fn start(
-    kernel: &Kernel,
-    spec: &WaitSpec,
-) -> Result<(Watcher, Revision), V2Error> {
+pub fn start(kernel: &Kernel, spec: &WaitSpec) -> Result<(Watcher, Revision), V2Error> {
     let current = kernel
         .revision()
         .map_err(|e| crate::error::from_kernel(&e, 0))?;
@@ -161,7 +162,11 @@ pub fn start(
             0,
         ));
     }
-    let start = if wait_index > 0 { wait_index } else { current + 1 };
+    let start = if wait_index > 0 {
+        wait_index
+    } else {
+        current + 1
+    };
     let watcher = kernel
         .watch(spec.request(start))
         .map_err(|e| crate::error::from_kernel(&e, current))?;
@@ -202,7 +207,10 @@ pub async fn run(
 
 /// The TTLs of the leases of `kvs`; a lease already gone (the key expired) shows as
 /// expiring now, as etcd shows an expired node.
-async fn expiries<'a>(kernel: &Kernel, kvs: impl IntoIterator<Item = Option<&'a KeyValue>>) -> Expiries {
+async fn expiries<'a>(
+    kernel: &Kernel,
+    kvs: impl IntoIterator<Item = Option<&'a KeyValue>>,
+) -> Expiries {
     let now = std::time::SystemTime::now();
     let mut out = Expiries::new();
     for kv in kvs.into_iter().flatten() {
@@ -240,7 +248,9 @@ async fn v2_event(
         .as_ref()
         .and_then(|r| matching.iter().find(|e| e.kv.key == r.key))
         .unwrap_or(top);
-    let (dir, prev_dir) = recorded.as_ref().map_or((false, false), |r| (r.dir, r.prev_dir));
+    let (dir, prev_dir) = recorded
+        .as_ref()
+        .map_or((false, false), |r| (r.dir, r.prev_dir));
     let expiries = expiries(kernel, [Some(&event.kv), event.prev_kv.as_ref()]).await;
     let prev_node = event.prev_kv.as_ref().map(|prev| {
         node_json(

@@ -72,7 +72,10 @@ async fn speaks_http2(stream: &TcpStream) -> Option<bool> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     };
-    tokio::time::timeout(SNIFF_TIMEOUT, sniff).await.ok().flatten()
+    tokio::time::timeout(SNIFF_TIMEOUT, sniff)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Accepts connections, hands HTTP/1.1 ones to `http1` and passes the rest to `grpc`.
