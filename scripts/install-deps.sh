@@ -2,12 +2,13 @@
 # Installs what building and testing Concord needs on a fresh Debian machine:
 #   build: clang + libclang-dev (RocksDB's bindings); tests: protobuf-compiler (the
 #   etcd-client test crate), etcd-server + etcd-client (differential tests against real
-#   etcd), zookeeper (real ZooKeeper 3.8 and zkCli.sh, with its Java runtime), and the
-#   Python etcd3 and kazoo clients. What is already present is not reinstalled.
+#   etcd), zookeeper (real ZooKeeper 3.8 and zkCli.sh, with its Java runtime), curl (raw
+#   HTTP for the etcd v2 tests), and the Python etcd3, python-etcd and kazoo clients.
+#   What is already present is not reinstalled.
 set -euo pipefail
 want=(clang libclang-dev)
 if [ "${1:-}" = "--test" ]; then
-  want+=(protobuf-compiler etcd-server etcd-client zookeeper)
+  want+=(protobuf-compiler etcd-server etcd-client zookeeper curl)
 fi
 missing=()
 for pkg in "${want[@]}"; do
@@ -27,6 +28,11 @@ if [ "${1:-}" = "--test" ]; then
     python3 -m pip install -q --disable-pip-version-check \
       'etcd3==0.12.0' 'protobuf<4' 'tenacity==6.3.1' 2>&1 | grep -v "as the 'root' user" || true
   fi
+fi
+if [ "${1:-}" = "--test" ] && ! python3 -c "import etcd" >/dev/null 2>&1; then
+  echo "installing: python-etcd (etcd v2 client)"
+  python3 -m pip install -q --disable-pip-version-check 'python-etcd==0.4.5' 2>&1 \
+    | grep -v "as the 'root' user" || true
 fi
 if [ "${1:-}" = "--test" ] && ! python3 -c "import kazoo" >/dev/null 2>&1; then
   echo "installing: python kazoo"

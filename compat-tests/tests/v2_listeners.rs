@@ -12,7 +12,10 @@ async fn concord_with(env: &[(&str, String)]) -> Result<Option<Server>> {
         return Ok(None);
     }
     let options = ServerOptions {
-        concord_env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        concord_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         ..Default::default()
     };
     Ok(Some(Server::start_with(Backend::Concord, options).await?))
@@ -30,7 +33,10 @@ async fn v2_shares_the_client_port_by_default() -> Result<()> {
     let Some(server) = concord_with(&[]).await? else {
         return Ok(());
     };
-    ensure!(serves_v2(&server.endpoint()).await, "no v2 on the client port");
+    ensure!(
+        serves_v2(&server.endpoint()).await,
+        "no v2 on the client port"
+    );
     // gRPC on the same port (the server's readiness check used it, this checks again).
     let mut client = concord_compat_tests::connect(&server.endpoint()).await?;
     client.put("/shared", "yes", None).await?;
@@ -48,14 +54,20 @@ async fn v2_on_its_own_port_or_disabled() -> Result<()> {
         return Ok(());
     };
     ensure!(serves_v2(&own).await, "no v2 on its own port {own}");
-    ensure!(!serves_v2(&server.endpoint()).await, "v2 still on the client port");
+    ensure!(
+        !serves_v2(&server.endpoint()).await,
+        "v2 still on the client port"
+    );
     drop(server);
     let Some(server) =
         concord_with(&[("CONCORD_ADAPTERS__ETCD_V2__ENABLED", "false".into())]).await?
     else {
         return Ok(());
     };
-    ensure!(!serves_v2(&server.endpoint()).await, "a disabled v2 answers");
+    ensure!(
+        !serves_v2(&server.endpoint()).await,
+        "a disabled v2 answers"
+    );
     let mut client = concord_compat_tests::connect(&server.endpoint()).await?;
     client.put("/still", "grpc", None).await?;
     Ok(())

@@ -481,7 +481,10 @@ mod tests {
     fn etcd_v2_shares_the_client_port_unless_given_one() {
         let file = write_config("[adapters.etcd_v2]\nlisten = \"127.0.0.1:4001\"\n");
         let settings = Settings::load_with_env(&args_for(&file), no_env()).unwrap();
-        assert_eq!(settings.adapters.etcd_v2.listen.map(|a| a.port()), Some(4001));
+        assert_eq!(
+            settings.adapters.etcd_v2.listen.map(|a| a.port()),
+            Some(4001)
+        );
         assert!(Settings::default().adapters.etcd_v2.listen.is_none());
         let file = write_config("[adapters.etcd]\nenabled = false\nlisten = \"127.0.0.1:2379\"\n");
         let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
