@@ -13,6 +13,7 @@
 //! * [`check`]: assertions on etcd-client results (gRPC codes, headers, keys);
 //! * [`normalize`] and [`diff`]: what the differential test needs to compare two
 //!   transcripts and show where they differ;
+//! * [`python`]: the Python client sessions (`python/*.py`);
 //! * [`background`]: long-running etcdctl commands (`watch`, `lock`, `elect`);
 //! * [`streams`]: bounded reads of Watch and LeaseKeepAlive streams;
 //! * [`restore`]: snapshot save and starting a server on a restored data directory;
@@ -40,6 +41,7 @@ pub mod diff;
 pub mod etcdctl;
 pub mod fixture;
 pub mod normalize;
+pub mod python;
 pub mod restore;
 pub mod server;
 pub mod streams;

@@ -135,6 +135,31 @@ pub(crate) fn read_meta(view: &ReadView<'_>, path: &[u8]) -> KernelResult<Option
         .transpose()
 }
 
+/// Every key under `path` in `view`, with its record, in key order.
+fn subtree_records(
+    db: &DB,
+    view: &ReadView<'_>,
+    path: &[u8],
+) -> KernelResult<Vec<(Vec<u8>, StoredKv)>> {
+    let (start, end) = descendants(path);
+    let mut out = Vec::new();
+    let iter = db.iterator_cf_opt(
+        cf(db, CF_KV_LATEST)?,
+        view.options(),
+        IteratorMode::From(&start, Direction::Forward),
+    );
+    for item in iter {
+        let (key, raw) = item?;
+        if key.as_ref() >= end.as_slice() {
+            break;
+        }
+        let kv = StoredKv::decode(&raw)
+            .ok_or_else(|| KernelError::Storage("corrupt kv record".into()))?;
+        out.push((key.to_vec(), kv));
+    }
+    Ok(out)
+}
+
 /// The direct children of `path` in the current state, in key order.
 pub(crate) fn children(db: &DB, view: &ReadView<'_>, path: &[u8]) -> KernelResult<Vec<Vec<u8>>> {
     let (start, end) = descendants(path);
@@ -562,21 +587,9 @@ impl<'a> TreeExecutor<'a> {
     /// Every key under `path` now (the live state plus this list's own changes).
     fn live_descendants(&self, path: &[u8]) -> KernelResult<Vec<(Vec<u8>, StoredKv)>> {
         let (start, end) = descendants(path);
-        let mut found: BTreeMap<Vec<u8>, StoredKv> = BTreeMap::new();
-        let iter = self.db.iterator_cf_opt(
-            cf(self.db, CF_KV_LATEST)?,
-            self.view.options(),
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for item in iter {
-            let (key, raw) = item?;
-            if key.as_ref() >= end.as_slice() {
-                break;
-            }
-            let kv = StoredKv::decode(&raw)
-                .ok_or_else(|| KernelError::Storage("corrupt kv record".into()))?;
-            found.insert(key.to_vec(), kv);
-        }
+        let mut found: BTreeMap<Vec<u8>, StoredKv> = subtree_records(self.db, &self.view, path)?
+            .into_iter()
+            .collect();
         for (key, state) in self.pending.range(start..end) {
             match state {
                 Some(kv) => found.insert(key.clone(), kv.clone()),
@@ -862,25 +875,14 @@ pub(crate) fn v2_subtree(
     if !dir {
         return Ok(out);
     }
-    let (start, end) = descendants(path);
-    let iter = db.iterator_cf_opt(
-        cf(db, CF_KV_LATEST)?,
-        view.options(),
-        IteratorMode::From(&start, Direction::Forward),
-    );
-    for item in iter {
-        let (key, raw) = item?;
-        if key.as_ref() >= end.as_slice() {
-            break;
-        }
-        if !recursive && key[start.len()..].contains(&b'/') {
+    let depth_start = descendants(path).0.len();
+    for (key, kv) in subtree_records(db, view, path)? {
+        if !recursive && key[depth_start..].contains(&b'/') {
             continue;
         }
-        let kv = StoredKv::decode(&raw)
-            .ok_or_else(|| KernelError::Storage("corrupt kv record".into()))?;
         out.descendants.push(V2Node {
             dir: is_v2_dir(db, view, &key)?,
-            kv: kv.into_key_value(key.to_vec()),
+            kv: kv.into_key_value(key),
         });
     }
     Ok(out)

@@ -5,18 +5,11 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::open;
 use concord_kernel::types::*;
 use concord_kernel::{Kernel, KernelConfig, KernelError};
-
-async fn open(dir: &std::path::Path) -> Kernel {
-    let config = KernelConfig {
-        data_dir: dir.to_path_buf(),
-        heartbeat_interval: Duration::from_millis(50),
-        election_timeout: Duration::from_millis(150),
-        ..Default::default()
-    };
-    Kernel::open(config, Duration::from_secs(10)).await.unwrap()
-}
 
 fn put(key: &str, value: &str) -> PutRequest {
     PutRequest {

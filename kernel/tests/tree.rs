@@ -6,18 +6,11 @@
 
 use std::time::Duration;
 
-use concord_kernel::types::*;
-use concord_kernel::{Kernel, KernelConfig};
+mod common;
 
-async fn open(dir: &std::path::Path) -> Kernel {
-    let config = KernelConfig {
-        data_dir: dir.to_path_buf(),
-        heartbeat_interval: Duration::from_millis(50),
-        election_timeout: Duration::from_millis(150),
-        ..Default::default()
-    };
-    Kernel::open(config, Duration::from_secs(10)).await.unwrap()
-}
+use common::open;
+use concord_kernel::Kernel;
+use concord_kernel::types::*;
 
 /// A create with the open ACL; `data` `None` is ZooKeeper's null.
 fn create_with(

@@ -4,20 +4,11 @@
 // Test helpers fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+mod common;
 
+use common::open;
+use concord_kernel::Kernel;
 use concord_kernel::types::*;
-use concord_kernel::{Kernel, KernelConfig};
-
-async fn open(dir: &std::path::Path) -> Kernel {
-    let config = KernelConfig {
-        data_dir: dir.to_path_buf(),
-        heartbeat_interval: Duration::from_millis(50),
-        election_timeout: Duration::from_millis(150),
-        ..Default::default()
-    };
-    Kernel::open(config, Duration::from_secs(10)).await.unwrap()
-}
 
 fn set(path: &str, value: Option<&str>) -> V2Write {
     V2Write {
