@@ -170,6 +170,27 @@ async fn v2_wait_index_history_and_future() -> Result<()> {
     )
     .await?;
     ensure!(recent.json()?["node"]["value"] == "4", "{recent:?}");
+    // History compacted away through etcd v3 is as gone.
+    let compacted_at = start + 500;
+    etcd.compact(compacted_at, None).await?;
+    let gone = call(
+        &endpoint,
+        "GET",
+        &format!("/v2/keys/h?wait=true&waitIndex={}", start + 5),
+        &[],
+    )
+    .await?;
+    ensure!(
+        gone.status == 400
+            && gone.json()?["errorCode"] == 401
+            && gone.json()?["cause"]
+                == format!(
+                    "the requested history has been cleared [{}/{}]",
+                    compacted_at + 1,
+                    start + 5
+                ),
+        "{gone:?}"
+    );
     // A future index waits for it, skipping the writes before.
     let now = recent
         .header("x-etcd-index")

@@ -591,6 +591,12 @@ impl Kernel {
         Ok(self.inner.hub.applied_revision())
     }
 
+    /// The revision history was compacted at on this member (0: never); reads and
+    /// watches below it are refused.
+    pub fn compact_revision(&self) -> KernelResult<Revision> {
+        ReadView::live(&self.inner.state_db).compact_revision()
+    }
+
     /// Starts a watcher (see [`Watcher`]): events from `start_revision` (0: the next
     /// revision) on, in revision order.
     pub fn watch(&self, req: WatchRequest) -> KernelResult<Watcher> {

@@ -153,8 +153,12 @@ pub fn start(kernel: &Kernel, spec: &WaitSpec) -> Result<(Watcher, Revision), V2
     let current = kernel
         .revision()
         .map_err(|e| crate::error::from_kernel(&e, 0))?;
+    let compacted = kernel
+        .compact_revision()
+        .map_err(|e| crate::error::from_kernel(&e, current))?;
     let wait_index = i64::try_from(spec.wait_index).unwrap_or(i64::MAX);
-    let oldest = (current - HISTORY_EVENTS + 1).max(1);
+    // etcd keeps the last 1000 events; Concord's history also ends at a compaction.
+    let oldest = (current - HISTORY_EVENTS + 1).max(compacted + 1).max(1);
     if wait_index > 0 && wait_index < oldest {
         return Err(V2Error::new(
             code::EVENT_INDEX_CLEARED,
