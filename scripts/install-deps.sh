@@ -8,7 +8,7 @@
 set -euo pipefail
 want=(clang libclang-dev)
 if [ "${1:-}" = "--test" ]; then
-  want+=(protobuf-compiler etcd-server etcd-client zookeeper curl)
+  want+=(protobuf-compiler etcd-server etcd-client zookeeper curl openssl)
 fi
 missing=()
 for pkg in "${want[@]}"; do

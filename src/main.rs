@@ -1,6 +1,8 @@
 //! The `concord` binary: wiring only. Reads the configuration, opens the kernel, starts
 //! the enabled adapters through the adapter contract, and stops them on SIGINT/SIGTERM.
 
+mod tls;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use concord_config::{Cli, RestoreArgs, ServeArgs, Settings, Subcommand};
 use concord_etcd_v2::{EtcdV2Adapter, V2Service};
-use concord_etcd_v3::{EtcdV3Adapter, Http1Handoff};
+use concord_etcd_v3::{ClientStream, EtcdV3Adapter, Http1Handoff};
 use concord_kernel::{Kernel, KernelConfig};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
 use concord_zookeeper::{ZookeeperAdapter, ZookeeperOptions};
@@ -33,7 +35,9 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
 }
 
 /// The built-in adapters the settings enable.
-fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> Vec<Box<dyn Adapter>> {
+/// The built-in adapters the settings enable; a TLS profile that cannot be loaded stops
+/// start-up here, with the profile and file named.
+fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
     let v2 = &settings.adapters.etcd_v2;
     let v2_service = v2.enabled.then(|| V2Service::new(kernel.clone()));
@@ -42,17 +46,28 @@ fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> Vec<Box<dyn Adapter
         match v2.listen {
             Some(listen) => adapters.push(Box::new(EtcdV2Adapter { listen, service })),
             None => {
-                shared_http1 = Some(Http1Handoff(Arc::new(move |stream| {
+                shared_http1 = Some(Http1Handoff(Arc::new(move |stream: ClientStream| {
                     service.serve_connection(stream);
                 })));
             }
         }
     }
     if settings.adapters.etcd.enabled {
+        let tls = match &settings.adapters.etcd.tls {
+            Some(name) => {
+                let profile = settings
+                    .tls
+                    .get(name)
+                    .with_context(|| format!("adapters.etcd.tls: no profile {name:?}"))?;
+                Some(tls::server_config(name, profile, &[b"h2", b"http/1.1"])?)
+            }
+            None => None,
+        };
         adapters.push(Box::new(EtcdV3Adapter {
             listen: settings.adapters.etcd.listen,
             max_request_bytes: settings.limits.max_request_bytes,
             http1: shared_http1,
+            tls,
         }));
     }
     let zk = &settings.adapters.zookeeper;
@@ -71,7 +86,7 @@ fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> Vec<Box<dyn Adapter
             },
         }));
     }
-    adapters
+    Ok(adapters)
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {
@@ -101,7 +116,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Each adapter's task reports on `stopped` when it ends.
     let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel();
     let mut started = 0;
-    for adapter in enabled_adapters(&settings, &kernel) {
+    for adapter in enabled_adapters(&settings, &kernel)? {
         let running = adapter.start(context.clone()).await?;
         tracing::info!(adapter = %running.name, addrs = ?running.listening_on, "adapter started");
         let tx = stopped_tx.clone();

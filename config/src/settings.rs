@@ -153,6 +153,9 @@ pub struct TlsProfile {
     /// When set, clients must present a certificate signed by this CA.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// Oldest TLS version accepted: "1.2" (default) or "1.3".
+    #[serde(default)]
+    pub min_version: Option<String>,
 }
 
 impl Default for NodeSettings {
@@ -379,17 +382,24 @@ impl Settings {
                 "TLS listeners are not available in this build yet".into(),
             ));
         }
-        if let Some(profile) = &self.adapters.etcd.tls {
-            if !self.tls.contains_key(profile) {
-                return Err(fail(
-                    "adapters.etcd.tls",
-                    format!("no TLS profile named {profile:?} ([tls.{profile}] is missing)"),
-                ));
-            }
+        if let Some(profile) = &self.adapters.etcd.tls
+            && !self.tls.contains_key(profile)
+        {
             return Err(fail(
                 "adapters.etcd.tls",
-                "TLS listeners are not available in this build yet".into(),
+                format!("no TLS profile named {profile:?} ([tls.{profile}] is missing)"),
             ));
+        }
+        for (name, profile) in &self.tls {
+            if let Some(version) = &profile.min_version
+                && version != "1.2"
+                && version != "1.3"
+            {
+                return Err(fail(
+                    &format!("tls.{name}.min_version"),
+                    format!("unknown TLS version {version:?} (use \"1.2\" or \"1.3\")"),
+                ));
+            }
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -70,8 +70,11 @@ impl V2Service {
         &self.shared.keys.kernel
     }
 
-    /// Serves one HTTP/1.1 connection on a task of its own.
-    pub fn serve_connection(&self, stream: TcpStream) {
+    /// Serves one HTTP/1.1 connection (plain or TLS) on a task of its own.
+    pub fn serve_connection<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let service = self.clone();
         tokio::spawn(async move {
             let handler = hyper::service::service_fn(move |req| service.clone().handle(req));

@@ -26,6 +26,7 @@ pub mod pb {
     }
 }
 
+mod client_stream;
 mod cluster;
 mod concurrency;
 mod convert;
@@ -38,5 +39,6 @@ mod server;
 mod status;
 mod watch;
 
+pub use client_stream::ClientStream;
 pub use server::{EtcdV3Adapter, Http1Handoff};
 pub use status::to_status;

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use concord_plugin_api::{Adapter, AdapterContext, AdapterError, RunningAdapter, StartFuture};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+
+use crate::client_stream::ClientStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
@@ -35,7 +39,7 @@ const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where the client port sends connections that are not HTTP/2 (etcd serves its v2
 /// HTTP/1.1 API on the same port as gRPC).
 #[derive(Clone)]
-pub struct Http1Handoff(pub Arc<dyn Fn(TcpStream) + Send + Sync>);
+pub struct Http1Handoff(pub Arc<dyn Fn(ClientStream) + Send + Sync>);
 
 impl std::fmt::Debug for Http1Handoff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +54,8 @@ pub struct EtcdV3Adapter {
     pub max_request_bytes: usize,
     /// Serves HTTP/1.1 connections on the same port, if set.
     pub http1: Option<Http1Handoff>,
+    /// TLS on the port (its ALPN list offers `h2` and `http/1.1`), if set.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 /// Whether a connection opens with HTTP/2's client preface (gRPC always does); waits
@@ -78,16 +84,58 @@ async fn speaks_http2(stream: &TcpStream) -> Option<bool> {
         .flatten()
 }
 
-/// Accepts connections, hands HTTP/1.1 ones to `http1` and passes the rest to `grpc`.
-async fn accept_loop(
-    listener: TcpListener,
+/// Where an accepted connection goes.
+#[derive(Clone)]
+struct Routes {
     http1: Option<Http1Handoff>,
-    grpc: mpsc::Sender<std::io::Result<TcpStream>>,
-) {
+    tls: Option<TlsAcceptor>,
+    grpc: mpsc::Sender<std::io::Result<ClientStream>>,
+}
+
+impl Routes {
+    /// Plain: HTTP/1.1 if it does not open with HTTP/2's preface. TLS: after the
+    /// handshake, by the protocol the client chose with ALPN (`h2` is gRPC). A failed
+    /// handshake (a plaintext client, a client without the certificate mutual TLS
+    /// asks for) is logged with its reason and the connection closed.
+    async fn route(self, stream: TcpStream) {
+        let Some(acceptor) = self.tls else {
+            match (&self.http1, speaks_http2(&stream).await) {
+                (Some(handoff), Some(false)) => (handoff.0)(ClientStream::Plain(stream)),
+                (_, None) => {}
+                _ => {
+                    let _ = self.grpc.send(Ok(ClientStream::Plain(stream))).await;
+                }
+            }
+            return;
+        };
+        let peer = stream.peer_addr().ok();
+        let tls = match tokio::time::timeout(SNIFF_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::warn!(?peer, error = %e, "TLS handshake refused on the etcd client port");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(?peer, "TLS handshake timed out on the etcd client port");
+                return;
+            }
+        };
+        let http1 = tls.get_ref().1.alpn_protocol() == Some(b"http/1.1".as_slice());
+        match (&self.http1, http1) {
+            (Some(handoff), true) => (handoff.0)(ClientStream::Tls(Box::new(tls))),
+            _ => {
+                let _ = self.grpc.send(Ok(ClientStream::Tls(Box::new(tls)))).await;
+            }
+        }
+    }
+}
+
+/// Accepts connections and routes each on a task of its own (see [`Routes::route`]).
+async fn accept_loop(listener: TcpListener, routes: Routes) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = grpc.closed() => return,
+            () = routes.grpc.closed() => return,
         };
         let stream = match accepted.and_then(|(stream, _)| {
             // Without it, small responses wait for the client's delayed ACK (~40 ms).
@@ -100,22 +148,18 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(handoff) = http1.clone() else {
-            if grpc.send(Ok(stream)).await.is_err() {
+        if routes.http1.is_none() && routes.tls.is_none() {
+            if routes
+                .grpc
+                .send(Ok(ClientStream::Plain(stream)))
+                .await
+                .is_err()
+            {
                 return;
             }
             continue;
-        };
-        let grpc = grpc.clone();
-        tokio::spawn(async move {
-            match speaks_http2(&stream).await {
-                Some(true) => {
-                    let _ = grpc.send(Ok(stream)).await;
-                }
-                Some(false) => (handoff.0)(stream),
-                None => {}
-            }
-        });
+        }
+        tokio::spawn(routes.clone().route(stream));
     }
 }
 
@@ -160,7 +204,12 @@ impl Adapter for EtcdV3Adapter {
                 .add_service(MaintenanceServer::new(MaintenanceService::new(kernel)));
             let shutdown = context.shutdown.clone();
             let (grpc, incoming) = mpsc::channel(64);
-            tokio::spawn(accept_loop(listener, self.http1.clone(), grpc));
+            let routes = Routes {
+                http1: self.http1.clone(),
+                tls: self.tls.clone().map(TlsAcceptor::from),
+                grpc,
+            };
+            tokio::spawn(accept_loop(listener, routes));
             let incoming = ReceiverStream::new(incoming);
             let task = tokio::spawn(async move {
                 router
@@ -171,7 +220,7 @@ impl Adapter for EtcdV3Adapter {
                         message: e.to_string(),
                     })
             });
-            tracing::info!(%local, "etcd v3 gRPC listening");
+            tracing::info!(%local, tls = self.tls.is_some(), "etcd v3 gRPC listening");
             Ok(RunningAdapter {
                 name: "etcd".into(),
                 listening_on: vec![local],
