@@ -503,6 +503,18 @@ mod tests {
     }
 
     #[test]
+    fn tls_min_version_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "").unwrap();
+        let text = format!("[tls.server]\ncert = {pem:?}\nkey = {pem:?}\nmin_version = \"1.1\"\n");
+        let file = write_config(&text);
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "tls.server.min_version");
+        assert!(err.message.contains("\"1.2\" or \"1.3\""), "{err}");
+    }
+
+    #[test]
     fn missing_tls_file_is_named() {
         let file = write_config(
             "[tls.server]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n",
