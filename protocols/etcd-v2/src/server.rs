@@ -101,7 +101,7 @@ impl V2Service {
                     "etcdcluster": ETCD_CLUSTER_VERSION,
                 }),
             ),
-            "/health" => self.health(&method),
+            "/health" => self.health(&method).await,
             "/v2/members" => self.members(&method),
             "/v2/machines" => only_get(&method).unwrap_or_else(|| {
                 let urls: Vec<String> = self
@@ -131,21 +131,22 @@ impl V2Service {
         only_get(method).unwrap_or_else(|| json_response(StatusCode::OK, value.to_string()))
     }
 
-    fn health(&self, method: &Method) -> Response<Body> {
+    /// Healthy when the group has a leader (etcd's v2 `/health` asks the same).
+    async fn health(&self, method: &Method) -> Response<Body> {
         if let Some(refused) = only_get(method) {
             return refused;
         }
-        let healthy = self.kernel().members().iter().any(|_| true) && self.has_leader();
+        let healthy = self
+            .kernel()
+            .status()
+            .await
+            .is_ok_and(|status| status.leader != 0);
         let (status, body) = if healthy {
             (StatusCode::OK, r#"{"health":"true"}"#)
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#)
         };
         plain(status, body)
-    }
-
-    fn has_leader(&self) -> bool {
-        self.kernel().raft_term() > 0
     }
 
     fn members(&self, method: &Method) -> Response<Body> {
