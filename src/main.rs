@@ -14,6 +14,7 @@ use concord_etcd_v2::{EtcdV2Adapter, V2Service};
 use concord_etcd_v3::{ClientStream, EtcdV3Adapter, Http1Handoff};
 use concord_kernel::{Kernel, KernelConfig};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
+use concord_plugin_host::PluginAdapter;
 use concord_zookeeper::{ZookeeperAdapter, ZookeeperOptions};
 
 fn kernel_config(settings: &Settings) -> KernelConfig {
@@ -34,7 +35,6 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
     }
 }
 
-/// The built-in adapters the settings enable.
 /// The built-in adapters the settings enable; a TLS profile that cannot be loaded stops
 /// start-up here, with the profile and file named.
 fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
@@ -89,6 +89,34 @@ fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<
     Ok(adapters)
 }
 
+/// The enabled adapters of loaded plugins. Their TLS profiles are checked like the
+/// built-ins'; the libraries themselves are loaded when the adapters start.
+fn plugin_adapters(settings: &Settings) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
+    let configured = settings
+        .plugin_adapters()
+        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
+    let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
+    for plugin in configured.into_iter().filter(|p| p.enabled) {
+        let tls = match &plugin.tls {
+            Some(name) => {
+                let profile = settings.tls.get(name).with_context(|| {
+                    format!("adapters.{}.tls: no profile {name:?}", plugin.name)
+                })?;
+                Some(tls::server_config(name, profile, &[])?)
+            }
+            None => None,
+        };
+        adapters.push(Box::new(PluginAdapter {
+            name: plugin.name,
+            library: plugin.path,
+            settings_json: plugin.settings_json,
+            listen: plugin.listen,
+            tls,
+        }));
+    }
+    Ok(adapters)
+}
+
 async fn wait_for_stop_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -116,8 +144,21 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Each adapter's task reports on `stopped` when it ends.
     let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel();
     let mut started = 0;
-    for adapter in enabled_adapters(&settings, &kernel)? {
-        let running = adapter.start(context.clone()).await?;
+    // A built-in adapter that cannot start stops the node; a plugin that cannot load or
+    // start is logged and left out, and the other dialects serve.
+    let built_in = enabled_adapters(&settings, &kernel)?
+        .into_iter()
+        .map(|a| (a, true));
+    let loaded = plugin_adapters(&settings)?.into_iter().map(|a| (a, false));
+    for (adapter, essential) in built_in.chain(loaded) {
+        let running = match adapter.start(context.clone()).await {
+            Ok(running) => running,
+            Err(e) if !essential => {
+                tracing::error!("{e}; serving without it");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(adapter = %running.name, addrs = ?running.listening_on, "adapter started");
         let tx = stopped_tx.clone();
         tokio::spawn(async move {

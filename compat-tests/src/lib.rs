@@ -19,6 +19,7 @@
 //! * [`restore`]: snapshot save and starting a server on a restored data directory;
 //! * [`v2`]: raw HTTP against the etcd v2 API (curl) and the normalising of its
 //!   answers (indexes relative to the session's start);
+//! * [`plugins`]: the workspace's plugin libraries and a Concord that loads them;
 //! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
 //!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
 //! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
@@ -41,6 +42,7 @@ pub mod diff;
 pub mod etcdctl;
 pub mod fixture;
 pub mod normalize;
+pub mod plugins;
 pub mod python;
 pub mod restore;
 pub mod server;

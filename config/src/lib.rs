@@ -3,9 +3,11 @@
 //! and clap and hands out validated plain structs; nothing else imports them.
 
 mod cli;
+mod plugins;
 mod settings;
 
 pub use cli::{Cli, RestoreArgs, ServeArgs, Subcommand};
+pub use plugins::{BUILT_IN_ADAPTERS, PluginAdapterSettings, PluginSettings};
 pub use settings::{
     AdapterSettings, Adapters, ConfigError, Limits, NodeSettings, RaftSettings, Settings,
     TlsProfile,

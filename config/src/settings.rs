@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::ServeArgs;
+use crate::plugins::{PluginAdapterSettings, PluginSettings, plugin_adapters};
 
 /// A configuration that cannot be used, with the file (or source) and key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,7 +20,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub node: NodeSettings,
@@ -28,6 +29,8 @@ pub struct Settings {
     pub adapters: Adapters,
     /// Named TLS profiles that listeners refer to.
     pub tls: BTreeMap<String, TlsProfile>,
+    /// Shared libraries that provide more adapters.
+    pub plugins: Vec<PluginSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +61,9 @@ pub struct RaftSettings {
     pub lease_checkpoint_interval_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+// Not `deny_unknown_fields`: other sections are loaded adapters', checked in `validate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Adapters {
     /// The etcd v3 gRPC API.
     pub etcd: AdapterSettings,
@@ -67,6 +71,9 @@ pub struct Adapters {
     pub etcd_v2: EtcdV2Settings,
     /// The ZooKeeper client protocol.
     pub zookeeper: ZookeeperSettings,
+    /// `[adapters.<name>]` of loaded plugins, by name.
+    #[serde(flatten)]
+    pub loaded: BTreeMap<String, figment::value::Value>,
 }
 
 /// `[adapters.etcd_v2]`: served on the etcd client port (as etcd does) unless given a
@@ -199,6 +206,7 @@ impl Default for Adapters {
             },
             etcd_v2: EtcdV2Settings::default(),
             zookeeper: ZookeeperSettings::default(),
+            loaded: BTreeMap::new(),
         }
     }
 }
@@ -401,7 +409,17 @@ impl Settings {
                 ));
             }
         }
+        self.plugin_adapters()
+            .map_err(|(key, message)| fail(&key, message))?;
         Ok(())
+    }
+
+    /// The adapters of loaded plugins, each with its section's host keys and the JSON of
+    /// its own keys.
+    pub fn plugin_adapters(&self) -> Result<Vec<PluginAdapterSettings>, (String, String)> {
+        plugin_adapters(&self.plugins, &self.adapters.loaded, &|profile| {
+            self.tls.contains_key(profile)
+        })
     }
 }
 
@@ -550,5 +568,65 @@ mod tests {
             assert_eq!(settings.adapters.etcd.listen.port(), 1234);
             Ok(())
         });
+    }
+
+    #[test]
+    fn plugin_adapters_take_their_host_keys_and_pass_on_the_rest() {
+        let file = write_config(
+            "[[plugins]]\nname = \"consul\"\npath = \"/opt/libconsul.so\"\n\n\
+             [adapters.consul]\nlisten = \"127.0.0.1:8500\"\nkey_prefix = \"/kv/\"\nlimit = 3\n",
+        );
+        let settings = Settings::load_with_env(&args_for(&file), no_env()).unwrap();
+        let adapters = settings.plugin_adapters().unwrap();
+        assert_eq!(adapters.len(), 1);
+        let consul = &adapters[0];
+        assert_eq!(consul.name, "consul");
+        assert_eq!(consul.path, std::path::PathBuf::from("/opt/libconsul.so"));
+        assert!(consul.enabled);
+        assert_eq!(consul.listen.to_string(), "127.0.0.1:8500");
+        assert_eq!(consul.tls, None);
+        assert_eq!(consul.settings_json, r#"{"key_prefix":"/kv/","limit":3}"#);
+    }
+
+    #[test]
+    fn plugin_sections_are_checked() {
+        let cases = [
+            (
+                "[adapters.nope]\nlisten = \"127.0.0.1:1\"\n",
+                "adapters.nope",
+                "no such adapter (built in: etcd, etcd_v2, zookeeper; a loaded one needs a [[plugins]] entry with name = \"nope\")",
+            ),
+            (
+                "[[plugins]]\nname = \"x\"\npath = \"/x.so\"\n",
+                "adapters.x",
+                "missing: a plugin's adapter needs at least `listen`",
+            ),
+            (
+                "[[plugins]]\nname = \"etcd\"\npath = \"/x.so\"\n",
+                "plugins[0].name",
+                "\"etcd\" is a built-in adapter",
+            ),
+            (
+                "[[plugins]]\nname = \"x\"\npath = \"/x.so\"\n[adapters.x]\nlisten = \"nowhere\"\n",
+                "adapters.x.listen",
+                "invalid socket address syntax",
+            ),
+            (
+                "[[plugins]]\nname = \"x\"\npath = \"/x.so\"\n[adapters.x]\nlisten = \"127.0.0.1:1\"\ntls = \"missing\"\n",
+                "adapters.x.tls",
+                "no TLS profile named \"missing\" ([tls.missing] is missing)",
+            ),
+            (
+                "[[plugins]]\nname = \"x\"\npath = \"/x.so\"\nsize = 1\n",
+                "plugins.0.size",
+                "unknown field: found `size`",
+            ),
+        ];
+        for (text, key, message) in cases {
+            let file = write_config(text);
+            let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(err.message.contains(message), "{text}: {err}");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Conversions between the etcd protobuf messages and the kernel's types.
+//! Conversions between the etcd protobuf messages and the kernel's types (also used by
+//! the plugin host, whose kernel calls are these same messages).
 
 use concord_kernel::types as k;
 
@@ -195,5 +196,19 @@ pub fn event(e: k::Event) -> mvccpb::Event {
         } as i32,
         kv: Some(key_value(e.kv)),
         prev_kv: e.prev_kv.map(key_value),
+    }
+}
+
+/// A watch's range, start and filters (ids, progress and fragmenting are the stream's).
+pub fn watch_request(create: pb::WatchCreateRequest) -> k::WatchRequest {
+    use pb::watch_create_request::FilterType;
+    let has = |wanted: FilterType| create.filters.iter().any(|f| *f == wanted as i32);
+    k::WatchRequest {
+        no_put: has(FilterType::Noput),
+        no_delete: has(FilterType::Nodelete),
+        key: create.key,
+        range_end: create.range_end,
+        start_revision: create.start_revision,
+        prev_kv: create.prev_kv,
     }
 }

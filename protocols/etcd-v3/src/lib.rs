@@ -29,7 +29,7 @@ pub mod pb {
 mod client_stream;
 mod cluster;
 mod concurrency;
-mod convert;
+pub mod convert;
 mod election;
 mod kv;
 mod lease;

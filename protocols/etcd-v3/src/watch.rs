@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
-use concord_kernel::types::{Revision, WatchBatch, WatchRequest};
+use concord_kernel::types::{Revision, WatchBatch};
 use concord_kernel::{Kernel, WatchEnd};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -149,7 +149,6 @@ impl WatchStream {
     }
 
     async fn create(&mut self, create: pb::WatchCreateRequest) -> bool {
-        use pb::watch_create_request::FilterType;
         // Drop finished watches so their ids can be reused, as etcd frees them.
         self.watches.retain(|_, task| !task.is_finished());
         let range_end_is_open = create.range_end.is_empty() || create.range_end == [0];
@@ -159,19 +158,9 @@ impl WatchStream {
         let Some(watch_id) = self.allocate_id(create.watch_id) else {
             return self.refuse(DUPLICATE_WATCH_ID).await;
         };
-        let filters: Vec<FilterType> = create
-            .filters
-            .iter()
-            .filter_map(|f| FilterType::try_from(*f).ok())
-            .collect();
-        let request = WatchRequest {
-            key: create.key,
-            range_end: create.range_end,
-            start_revision: create.start_revision,
-            prev_kv: create.prev_kv,
-            no_put: filters.contains(&FilterType::Noput),
-            no_delete: filters.contains(&FilterType::Nodelete),
-        };
+        let progress_notify = create.progress_notify;
+        let fragment = create.fragment;
+        let request = convert::watch_request(create);
         let watcher = match self.kernel.watch(request) {
             Ok(watcher) => watcher,
             Err(e) => {
@@ -193,8 +182,8 @@ impl WatchStream {
             kernel: self.kernel.clone(),
             out: self.out.clone(),
             watch_id,
-            progress_notify: create.progress_notify,
-            fragment_above: create.fragment.then_some(self.max_response_bytes),
+            progress_notify,
+            fragment_above: fragment.then_some(self.max_response_bytes),
         };
         self.watches
             .insert(watch_id, tokio::spawn(task.run(watcher)));
