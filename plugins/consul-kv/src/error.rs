@@ -12,6 +12,8 @@ pub enum KvError {
     MethodNotAllowed(String),
     /// PUT, or DELETE without `?recurse`, on the empty key.
     MissingKey,
+    /// A key whose kernel key would start with NUL (where flags sidecars live).
+    ReservedKey,
     /// `?index=` is not an unsigned integer.
     InvalidIndex,
     /// `?wait=` is not a Go duration.
@@ -44,6 +46,10 @@ impl KvError {
             KvError::PathNotFound => (404, "404 page not found\n".into()),
             KvError::MethodNotAllowed(method) => (405, format!("method {method} not allowed")),
             KvError::MissingKey => (400, "Missing key name".into()),
+            KvError::ReservedKey => (
+                400,
+                "Invalid key name: keys starting with a NUL byte are reserved".into(),
+            ),
             KvError::InvalidIndex => (400, "Invalid index".into()),
             KvError::InvalidWait => (400, "Invalid wait time".into()),
             KvError::ConflictingConsistency => (

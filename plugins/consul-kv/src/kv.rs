@@ -218,11 +218,29 @@ fn parse_cas(query: &crate::query::Query) -> Result<Option<u64>, KvError> {
         .transpose()
 }
 
-/// Validates a request into an [`Op`]. Path errors come first, then the method, then
-/// the parameters, as Consul checks them.
-pub fn parse_request(config: &Config, request: &Request) -> Result<Op, KvError> {
+/// A validated request: the op and how to render its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub op: Op,
+    /// `?pretty`: indented JSON with a final newline, as Go's `json.MarshalIndent`.
+    pub pretty: bool,
+}
+
+/// Validates a request. Path errors come first, then the method, then the
+/// parameters, as Consul checks them.
+pub fn parse_request(config: &Config, request: &Request) -> Result<Parsed, KvError> {
     let target = parse_target(&request.target)
         .map_err(|why| KvError::Http(crate::http::HttpError::Malformed(why)))?;
+    let pretty = target.query.has("pretty");
+    let op = parse_op(config, request, &target)?;
+    Ok(Parsed { op, pretty })
+}
+
+fn parse_op(
+    config: &Config,
+    request: &Request,
+    target: &crate::query::Target,
+) -> Result<Op, KvError> {
     let consul_key = if target.path == KV_PATH[..KV_PATH.len() - 1] {
         &[][..]
     } else {
@@ -232,6 +250,10 @@ pub fn parse_request(config: &Config, request: &Request) -> Result<Op, KvError> 
             .ok_or(KvError::PathNotFound)?
     };
     let key = config.kernel_key(consul_key);
+    if key.first() == Some(&0) {
+        // Only with an empty key_prefix: NUL-led kernel keys hold flags sidecars.
+        return Err(KvError::ReservedKey);
+    }
     let query = &target.query;
     match request.method.as_str() {
         "GET" => {
@@ -505,7 +527,12 @@ impl Op {
     }
 
     /// The Consul answer to the kernel's reply to [`Op::request`].
-    pub fn answer(&self, config: &Config, reply: kernel_reply::Reply) -> Result<Reply, KvError> {
+    pub fn answer(
+        &self,
+        config: &Config,
+        reply: kernel_reply::Reply,
+        pretty: bool,
+    ) -> Result<Reply, KvError> {
         if let kernel_reply::Reply::Error(e) = reply {
             return Err(KvError::Kernel {
                 code: e.code,
@@ -545,7 +572,7 @@ impl Op {
                 if keys.is_empty() && !prefix.is_empty() {
                     return Ok(Reply::json(404, Vec::new(), revision));
                 }
-                Ok(Reply::json(200, to_json(&keys), revision))
+                Ok(Reply::json(200, to_json(&keys, pretty), revision))
             }
             Op::Get { mode, .. } => {
                 let kernel_reply::Reply::Txn(txn) = reply else {
@@ -565,7 +592,7 @@ impl Op {
                     }),
                     _ => {
                         let json: Vec<&Entry> = entries.iter().map(|(e, _)| e).collect();
-                        Ok(Reply::json(200, to_json(&json), revision))
+                        Ok(Reply::json(200, to_json(&json, pretty), revision))
                     }
                 }
             }
@@ -575,8 +602,7 @@ impl Op {
                 };
                 let revision = header_revision(txn.header.as_ref());
                 let done = txn.succeeded || failed_on_absent_key(&txn);
-                let body: &[u8] = if done { b"true" } else { b"false" };
-                Ok(Reply::json(200, body.to_vec(), revision))
+                Ok(Reply::json(200, to_json(&done, pretty), revision))
             }
         }
     }
@@ -649,9 +675,48 @@ fn entries(
         .collect()
 }
 
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serializing plain structs of strings and integers can not fail.
-    serde_json::to_vec(value).unwrap_or_default()
+/// JSON as Consul's Go encoder writes it: compact, or (`pretty`) indented by four
+/// spaces with a final newline; `<`, `>`, `&`, U+2028 and U+2029 escaped as `\uXXXX`.
+fn to_json<T: Serialize>(value: &T, pretty: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Serializing plain structs of strings and integers into a Vec can not fail.
+    let _ = if pretty {
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, formatter,
+        ))
+    } else {
+        value.serialize(&mut serde_json::Serializer::new(&mut out))
+    };
+    if pretty {
+        out.push(b'\n');
+    }
+    go_escape(out)
+}
+
+/// Go's HTML-safe escapes. Those bytes only occur inside JSON strings here, never in
+/// the structure, so a byte-level pass is exact.
+fn go_escape(json: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let mut i = 0;
+    while i < json.len() {
+        match (json[i], json.get(i + 1), json.get(i + 2)) {
+            (b'<', ..) => out.extend_from_slice(b"\\u003c"),
+            (b'>', ..) => out.extend_from_slice(b"\\u003e"),
+            (b'&', ..) => out.extend_from_slice(b"\\u0026"),
+            (0xe2, Some(0x80), Some(0xa8)) => {
+                out.extend_from_slice(b"\\u2028");
+                i += 2;
+            }
+            (0xe2, Some(0x80), Some(0xa9)) => {
+                out.extend_from_slice(b"\\u2029");
+                i += 2;
+            }
+            (b, ..) => out.push(b),
+        }
+        i += 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -670,7 +735,7 @@ mod tests {
     }
 
     fn parse(method: &str, target: &str) -> Result<Op, KvError> {
-        parse_request(&Config::default(), &request(method, target, b""))
+        parse_request(&Config::default(), &request(method, target, b"")).map(|p| p.op)
     }
 
     #[test]
@@ -810,6 +875,14 @@ mod tests {
             parse_request(&config, &request("PUT", "/v1/kv/a", b"four")),
             Err(KvError::ValueTooLarge(3))
         );
+        let config = Config {
+            key_prefix: Vec::new(),
+            ..Config::default()
+        };
+        assert_eq!(
+            parse_request(&config, &request("GET", "/v1/kv/%00consul-flags/a", b"")),
+            Err(KvError::ReservedKey)
+        );
     }
 
     #[test]
@@ -829,6 +902,27 @@ mod tests {
                 recurse: true,
                 cas: None
             }
+        );
+    }
+
+    #[test]
+    fn json_like_go() {
+        assert_eq!(to_json(&true, false), b"true");
+        assert_eq!(to_json(&true, true), b"true\n");
+        assert_eq!(to_json(&Vec::<String>::new(), true), b"[]\n");
+        assert_eq!(
+            to_json(&vec!["a", "b"], true),
+            b"[\n    \"a\",\n    \"b\"\n]\n"
+        );
+        assert_eq!(
+            to_json(&vec!["<a&b>\u{2028}\u{2029}é"], false),
+            "[\"\\u003ca\\u0026b\\u003e\\u2028\\u2029é\"]".as_bytes()
+        );
+        assert_eq!(parse("GET", "/v1/kv/a?pretty").map(|_| ()), Ok(()));
+        assert!(
+            parse_request(&Config::default(), &request("GET", "/v1/kv/a?pretty", b""))
+                .unwrap()
+                .pretty
         );
     }
 

@@ -39,6 +39,11 @@ use crate::error::KvError;
 use crate::http::{HttpError, Parser, Request};
 use crate::kv::{Config, Op, Reply};
 
+/// The most requests a connection may have unanswered at once. The
+/// ABI has no way to stop reading a socket, so a client pipelining without reading its
+/// answers is cut off here instead of growing the queue without bound.
+pub const MAX_PIPELINED: usize = 128;
+
 /// The plugin instance: the config and every open connection's state.
 #[derive(Debug)]
 pub struct ConsulKv {
@@ -68,6 +73,7 @@ enum Stage {
 #[derive(Debug)]
 struct Serving {
     op: Op,
+    pretty: bool,
     keep_alive: bool,
     stage: Stage,
 }
@@ -162,8 +168,8 @@ impl Ctx<'_> {
                 Queued::Request(request) => request,
             };
             let keep_alive = request.keep_alive();
-            let op = match kv::parse_request(self.config, &request) {
-                Ok(op) => op,
+            let (op, pretty) = match kv::parse_request(self.config, &request) {
+                Ok(parsed) => (parsed.op, parsed.pretty),
                 Err(e) => {
                     // A target we can not even route is a malformed request.
                     let keep = keep_alive && !matches!(e, KvError::Http(_));
@@ -188,6 +194,7 @@ impl Ctx<'_> {
             };
             conn.serving = Some(Serving {
                 op,
+                pretty,
                 keep_alive,
                 stage,
             });
@@ -208,7 +215,7 @@ impl Ctx<'_> {
         };
         match serving.stage {
             Stage::Call(c) if c == call => {
-                let outcome = serving.op.answer(self.config, reply);
+                let outcome = serving.op.answer(self.config, reply, serving.pretty);
                 self.answer(conn, outcome, serving.keep_alive);
                 self.pump(conn);
             }
@@ -319,8 +326,17 @@ impl SansIoPlugin for ConsulKv {
             }
             host_event::Event::Received(received) => {
                 self.with_connection(received.connection, true, |ctx, conn| {
+                    if matches!(conn.queue.back(), Some(Queued::Broken(_))) {
+                        // The stream already broke: only the answers before it remain.
+                        return;
+                    }
                     conn.parser.push(&received.data);
                     loop {
+                        if conn.queue.len() >= MAX_PIPELINED {
+                            let e = HttpError::Malformed("too many pipelined requests".into());
+                            conn.queue.push_back(Queued::Broken(e));
+                            break;
+                        }
                         match conn.parser.next_request() {
                             Ok(Some(request)) => conn.queue.push_back(Queued::Request(request)),
                             Ok(None) => break,

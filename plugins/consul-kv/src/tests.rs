@@ -865,6 +865,38 @@ fn kernel_errors_are_500() {
 }
 
 #[test]
+fn pretty_json() {
+    let mut p = plugin();
+    let (call, _) = only_call(&recv(&mut p, b"PUT /v1/kv/a?pretty HTTP/1.1\r\n\r\n"));
+    assert_eq!(
+        only_write(&reply(&mut p, call, txn_reply(2, true, vec![]))),
+        json(2, "true\n")
+    );
+}
+
+#[test]
+fn a_flood_of_pipelined_requests_is_cut_off() {
+    let mut p = plugin();
+    let flood = b"GET /v1/kv/a HTTP/1.1\r\n\r\n".repeat(MAX_PIPELINED + 10);
+    let (mut call, _) = only_call(&recv(&mut p, &flood));
+    assert!(recv(&mut p, &flood).is_empty());
+    assert_eq!(p.connections[&C].queue.len(), MAX_PIPELINED);
+    // MAX_PIPELINED are answered, then 400 and close.
+    for _ in 1..MAX_PIPELINED {
+        let out = reply(&mut p, call, read_reply(3, vec![], vec![]));
+        let [Action::Write(_), Action::KernelCall(next)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        call = next.call;
+    }
+    let out = reply(&mut p, call, read_reply(3, vec![], vec![]));
+    let [Action::Write(_), Action::Write(w), Action::Close(_)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert!(String::from_utf8_lossy(&w.data).starts_with("HTTP/1.1 400 Bad Request\r\n"));
+}
+
+#[test]
 fn create_refuses_unknown_keys() {
     let e = ConsulKv::create(r#"{"prefix":"/"}"#).unwrap_err();
     assert!(e.contains("unknown config key `prefix`"), "{e}");
