@@ -901,3 +901,81 @@ fn create_refuses_unknown_keys() {
     let e = ConsulKv::create(r#"{"prefix":"/"}"#).unwrap_err();
     assert!(e.contains("unknown config key `prefix`"), "{e}");
 }
+
+/// The exported C entry point and table, as the host drives them: encoded events in,
+/// encoded actions out, config errors as messages.
+mod through_the_abi {
+    use concord_plugin_abi::{HostTable, PluginBuffer, status};
+    use prost::Message;
+
+    use super::*;
+
+    extern "C" fn log(_level: u32, _message: *const u8, _len: usize) {}
+
+    static HOST: HostTable = HostTable {
+        abi_major: concord_plugin_abi::ABI_MAJOR,
+        abi_minor: concord_plugin_abi::ABI_MINOR,
+        size: std::mem::size_of::<HostTable>() as u32,
+        log,
+    };
+
+    fn table() -> &'static concord_plugin_abi::PluginTable {
+        // SAFETY: HOST is a valid, static host table.
+        let table = unsafe { crate::concord_plugin_entry(&HOST) };
+        // SAFETY: the entry point returns its static table (or null, checked).
+        unsafe { table.as_ref() }.unwrap()
+    }
+
+    fn take(table: &concord_plugin_abi::PluginTable, buffer: PluginBuffer) -> Vec<u8> {
+        // SAFETY: the plugin filled `buffer`; it is read, then handed back once.
+        let bytes = unsafe { buffer.as_slice() }.to_vec();
+        (table.free_buffer)(buffer);
+        bytes
+    }
+
+    #[test]
+    fn create_handle_destroy() {
+        let table = table();
+        // SAFETY: name/name_len describe the plugin's static name.
+        let name = unsafe { std::slice::from_raw_parts(table.name, table.name_len) };
+        assert_eq!(name, b"consul");
+
+        let bad = br#"{"nope":1}"#;
+        let mut out = PluginBuffer::EMPTY;
+        let instance = (table.create)(bad.as_ptr(), bad.len(), &mut out);
+        assert!(instance.is_null());
+        let message = String::from_utf8(take(table, out)).unwrap();
+        assert!(message.contains("unknown config key `nope`"), "{message}");
+
+        let config = br#"{"key_prefix":"/c/"}"#;
+        let mut out = PluginBuffer::EMPTY;
+        let instance = (table.create)(config.as_ptr(), config.len(), &mut out);
+        assert!(!instance.is_null());
+
+        let event = pb::HostEvent {
+            event: Some(host_event::Event::Received(pb::Received {
+                connection: 3,
+                data: b"GET /v1/kv/x?keys HTTP/1.1\r\n\r\n".to_vec(),
+            })),
+        }
+        .encode_to_vec();
+        let mut out = PluginBuffer::EMPTY;
+        let code = (table.handle)(instance, event.as_ptr(), event.len(), &mut out);
+        assert_eq!(code, status::OK);
+        let actions = pb::Actions::decode(&take(table, out)[..]).unwrap();
+        let [
+            pb::Action {
+                action: Some(Action::KernelCall(call)),
+            },
+        ] = &actions.actions[..]
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(call.connection, 3);
+        let Some(kernel_call::Request::Range(range)) = &call.request else {
+            panic!("{call:?}")
+        };
+        assert_eq!(range.key, b"/c/x");
+        (table.destroy)(instance);
+    }
+}
