@@ -117,10 +117,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn write_reply(&mut self, reply: Reply, keep_alive: bool) {
-        let revision = reply.revision.unwrap_or(*self.last_revision);
         if let Some(r) = reply.revision {
             *self.last_revision = (*self.last_revision).max(r);
         }
+        // As Consul's setIndex: never 0, or a blocking client would spin on `?index=0`.
+        let revision = reply.revision.unwrap_or(*self.last_revision).max(1);
         let mut headers: Vec<(&str, String)> = vec![
             ("Content-Type", reply.content_type.to_string()),
             ("X-Consul-Index", revision.to_string()),

@@ -655,7 +655,7 @@ fn watch_error_answers_500() {
         only_write(&out[2..]),
         text(
             "500 Internal Server Error",
-            0,
+            1,
             "etcdserver: mvcc: required revision is a future revision"
         )
     );
@@ -719,32 +719,32 @@ fn local_errors_keep_the_connection() {
     assert_eq!(
         only_write(&out),
         "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         X-Consul-Index: 0\r\nX-Consul-Knownleader: true\r\nX-Consul-Lastcontact: 0\r\n\
+         X-Consul-Index: 1\r\nX-Consul-Knownleader: true\r\nX-Consul-Lastcontact: 0\r\n\
          Allow: GET,PUT,DELETE\r\nContent-Length: 23\r\n\r\nmethod POST not allowed"
     );
     let out = recv(&mut p, b"GET /v1/agent/self HTTP/1.1\r\n\r\n");
     assert_eq!(
         only_write(&out),
-        text("404 Not Found", 0, "404 page not found\n")
+        text("404 Not Found", 1, "404 page not found\n")
     );
     let out = recv(&mut p, b"PUT /v1/kv/ HTTP/1.1\r\n\r\n");
     assert_eq!(
         only_write(&out),
-        text("400 Bad Request", 0, "Missing key name")
+        text("400 Bad Request", 1, "Missing key name")
     );
     let out = recv(&mut p, b"PUT /v1/kv/a?acquire=abc HTTP/1.1\r\n\r\n");
     assert!(only_write(&out).starts_with("HTTP/1.1 400 Bad Request\r\n"));
     let out = recv(&mut p, b"GET /v1/kv/a?index=x HTTP/1.1\r\n\r\n");
     assert_eq!(
         only_write(&out),
-        text("400 Bad Request", 0, "Invalid index")
+        text("400 Bad Request", 1, "Invalid index")
     );
     let out = recv(&mut p, b"PUT /v1/kv/a?cas=x HTTP/1.1\r\n\r\n");
     assert_eq!(
         only_write(&out),
         text(
             "400 Bad Request",
-            0,
+            1,
             "strconv.ParseUint: parsing \"x\": invalid syntax"
         )
     );
@@ -769,7 +769,7 @@ fn oversize_value_is_413_and_the_connection_survives() {
         only_write(&out),
         text(
             "413 Request Entity Too Large",
-            0,
+            1,
             "Value exceeds 4 byte limit"
         )
     );
@@ -858,7 +858,7 @@ fn kernel_errors_are_500() {
         only_write(&reply(&mut p, call, error)),
         text(
             "500 Internal Server Error",
-            0,
+            1,
             "etcdserver: request is too large"
         )
     );
