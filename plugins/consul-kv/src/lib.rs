@@ -21,6 +21,9 @@
 //! revision `N + 1` and set a timer for `D`: a watch from the past replays at once, so
 //! a change after `N` answers at once; otherwise the first event or the timer, whichever
 //! comes first, cancels the other and the current data is read and answered.
+//!
+//! Not implemented: sessions (`?acquire`/`?release` answer 400), `/v1/txn` and every
+//! endpoint outside `/v1/kv/`, ACL tokens (`?token` is ignored), the wait jitter.
 
 // The export macro emits `#[unsafe(no_mangle)]` for the C entry point.
 #![allow(unsafe_code)]
