@@ -73,11 +73,39 @@ enum Stage {
     Blocking { watch: u64, timer: u64 },
 }
 
+/// What becomes of the connection after an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    /// HTTP/1.1's default.
+    KeepAlive,
+    /// HTTP/1.0 that asked for keep-alive: the answer must say so.
+    KeepAlive10,
+    Close,
+}
+
+impl Persist {
+    fn of(request: &Request) -> Persist {
+        match (request.keep_alive(), request.minor_version) {
+            (false, _) => Persist::Close,
+            (true, 0) => Persist::KeepAlive10,
+            (true, _) => Persist::KeepAlive,
+        }
+    }
+
+    fn header(self) -> Option<&'static str> {
+        match self {
+            Persist::KeepAlive => None,
+            Persist::KeepAlive10 => Some("keep-alive"),
+            Persist::Close => Some("close"),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Serving {
     op: Op,
     pretty: bool,
-    keep_alive: bool,
+    persist: Persist,
     stage: Stage,
 }
 
@@ -119,7 +147,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn write_reply(&mut self, reply: Reply, keep_alive: bool) {
+    fn write_reply(&mut self, reply: Reply, persist: Persist) {
         if let Some(r) = reply.revision {
             *self.last_revision = (*self.last_revision).max(r);
         }
@@ -132,20 +160,20 @@ impl Ctx<'_> {
             ("X-Consul-Lastcontact", "0".into()),
         ];
         headers.extend(reply.headers.iter().map(|(n, v)| (*n, v.clone())));
-        if !keep_alive {
-            headers.push(("Connection", "close".into()));
+        if let Some(value) = persist.header() {
+            headers.push(("Connection", value.into()));
         }
         let bytes = http::write_response(reply.status, &headers, &reply.body);
         self.out.push(actions::write(self.connection, bytes));
-        if !keep_alive {
+        if persist == Persist::Close {
             self.out.push(actions::close(self.connection));
         }
     }
 
-    fn answer(&mut self, conn: &mut Connection, outcome: Result<Reply, KvError>, keep: bool) {
+    fn answer(&mut self, conn: &mut Connection, outcome: Result<Reply, KvError>, persist: Persist) {
         let reply = outcome.unwrap_or_else(|e| Reply::error(&e));
-        self.write_reply(reply, keep);
-        if !keep {
+        self.write_reply(reply, persist);
+        if persist == Persist::Close {
             conn.closed = true;
         }
     }
@@ -166,18 +194,21 @@ impl Ctx<'_> {
             };
             let request = match item {
                 Queued::Broken(e) => {
-                    self.answer(conn, Err(KvError::Http(e)), false);
+                    self.answer(conn, Err(KvError::Http(e)), Persist::Close);
                     break;
                 }
                 Queued::Request(request) => request,
             };
-            let keep_alive = request.keep_alive();
+            let persist = Persist::of(&request);
             let (op, pretty) = match kv::parse_request(self.config, &request) {
                 Ok(parsed) => (parsed.op, parsed.pretty),
                 Err(e) => {
                     // A target we can not even route is a malformed request.
-                    let keep = keep_alive && !matches!(e, KvError::Http(_));
-                    self.answer(conn, Err(e), keep);
+                    let persist = match e {
+                        KvError::Http(_) => Persist::Close,
+                        _ => persist,
+                    };
+                    self.answer(conn, Err(e), persist);
                     continue;
                 }
             };
@@ -199,7 +230,7 @@ impl Ctx<'_> {
             conn.serving = Some(Serving {
                 op,
                 pretty,
-                keep_alive,
+                persist,
                 stage,
             });
         }
@@ -220,7 +251,7 @@ impl Ctx<'_> {
         match serving.stage {
             Stage::Call(c) if c == call => {
                 let outcome = serving.op.answer(self.config, reply, serving.pretty);
-                self.answer(conn, outcome, serving.keep_alive);
+                self.answer(conn, outcome, serving.persist);
                 self.pump(conn);
             }
             Stage::Blocking { watch, timer } if watch == call => match reply {
@@ -248,7 +279,7 @@ impl Ctx<'_> {
                         }),
                         _ => Err(KvError::UnexpectedReply("not a watch response")),
                     };
-                    self.answer(conn, outcome, serving.keep_alive);
+                    self.answer(conn, outcome, serving.persist);
                     self.pump(conn);
                 }
             },

@@ -791,6 +791,23 @@ fn connection_close_closes_after_the_answer() {
 }
 
 #[test]
+fn http_1_0_keep_alive_is_acknowledged() {
+    let mut p = plugin();
+    let (call, _) = only_call(&recv(
+        &mut p,
+        b"GET /v1/kv/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    ));
+    let text = only_write(&reply(&mut p, call, read_reply(3, vec![], vec![])));
+    assert!(text.contains("\r\nConnection: keep-alive\r\n"), "{text}");
+    let (call, _) = only_call(&recv(&mut p, b"GET /v1/kv/a HTTP/1.0\r\n\r\n"));
+    let out = reply(&mut p, call, read_reply(3, vec![], vec![]));
+    assert!(
+        matches!(&out[..], [Action::Write(_), Action::Close(_)]),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn expect_continue() {
     let mut p = plugin();
     let out = recv(
