@@ -5,7 +5,9 @@
 //! Mapping: Consul key `k` is kernel key `key_prefix + k`; `CreateIndex`/`ModifyIndex`
 //! are the kernel's create/mod revisions; `X-Consul-Index` is the reply header's
 //! revision. Non-zero flags live in a sidecar key [`FLAGS_PREFIX`]` + kernel key`,
-//! written or deleted in the same Txn as the value and read in the same read-only Txn.
+//! written or deleted in the same Txn as the value and read in the same read-only Txn;
+//! they count only while the sidecar's mod revision is the value's (a write by another
+//! dialect, which knows no flags, leaves the key with flags 0).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -656,10 +658,13 @@ fn entries(
         .filter(|kv| config.is_visible(&kv.key))
         .map(|kv| {
             let flags_key = flags_key(&kv.key);
+            // Value and sidecar are written in one Txn, at one revision: a sidecar
+            // older than the value is left from before another dialect rewrote the
+            // key (without flags, so 0).
             let flags = flags
                 .kvs
                 .iter()
-                .find(|f| f.key == flags_key)
+                .find(|f| f.key == flags_key && f.mod_revision == kv.mod_revision)
                 .and_then(|f| std::str::from_utf8(&f.value).ok()?.parse().ok())
                 .unwrap_or(0);
             let entry = Entry {

@@ -14,6 +14,8 @@
 //!   flags 0, deletes) the sidecar in one Txn; a DELETE removes both (with `?recurse`,
 //!   both prefixes) in one Txn; a GET reads value and sidecar ranges in one read-only
 //!   Txn, so flags and value are always consistent. Sidecars never show in listings.
+//!   A sidecar counts only at the value's own mod revision: if another dialect rewrites
+//!   the value (it knows no flags), the stale sidecar reads as flags 0.
 //! - `CreateIndex`/`ModifyIndex` are the kernel create/mod revisions, `X-Consul-Index`
 //!   the reply header's revision, `LockIndex` is always 0.
 //!

@@ -216,6 +216,29 @@ fn get_one_key_with_flags() {
 }
 
 #[test]
+fn a_sidecar_older_than_the_value_is_flags_0() {
+    let mut p = plugin();
+    let (call, _) = only_call(&recv(&mut p, b"GET /v1/kv/app/db HTTP/1.1\r\n\r\n"));
+    // Written with flags at 7, then rewritten at 8 by another dialect.
+    let out = reply(
+        &mut p,
+        call,
+        read_reply(
+            9,
+            vec![kv(b"/app/db", b"x", 5, 8)],
+            vec![kv(b"\0consul-flags/app/db", b"42", 5, 7)],
+        ),
+    );
+    assert_eq!(
+        only_write(&out),
+        json(
+            9,
+            r#"[{"LockIndex":0,"Key":"app/db","Flags":0,"Value":"eA==","CreateIndex":5,"ModifyIndex":8}]"#
+        )
+    );
+}
+
+#[test]
 fn get_missing_key_is_404_with_index() {
     let mut p = plugin();
     let (call, _) = only_call(&recv(&mut p, b"GET /v1/kv/nope HTTP/1.1\r\n\r\n"));
