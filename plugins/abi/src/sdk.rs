@@ -70,6 +70,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// `PluginTable::create` for `P`.
+// The table needs a safe `extern "C" fn`; the pointers are the host's to keep valid.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn create<P: SansIoPlugin>(
     config: *const u8,
     len: usize,
@@ -102,6 +104,8 @@ pub extern "C" fn create<P: SansIoPlugin>(
 }
 
 /// `PluginTable::handle` for `P`.
+// As for `create`: a safe `extern "C" fn` for the table, pointers kept valid by the host.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn handle<P: SansIoPlugin>(
     instance: *mut c_void,
     event: *const u8,
