@@ -3,7 +3,8 @@
 #   build: clang + libclang-dev (RocksDB's bindings); tests: protobuf-compiler (the
 #   etcd-client test crate), etcd-server + etcd-client (differential tests against real
 #   etcd), zookeeper (real ZooKeeper 3.8 and zkCli.sh, with its Java runtime), curl (raw
-#   HTTP for the etcd v2 tests), and the Python etcd3, python-etcd and kazoo clients.
+#   HTTP for the etcd v2 tests), and the Python etcd3, python-etcd, kazoo and py-consul
+#   clients.
 #   What is already present is not reinstalled.
 set -euo pipefail
 want=(clang libclang-dev)
@@ -32,6 +33,11 @@ fi
 if [ "${1:-}" = "--test" ] && ! python3 -c "import etcd" >/dev/null 2>&1; then
   echo "installing: python-etcd (etcd v2 client)"
   python3 -m pip install -q --disable-pip-version-check 'python-etcd==0.4.5' 2>&1 \
+    | grep -v "as the 'root' user" || true
+fi
+if [ "${1:-}" = "--test" ] && ! python3 -c "import consul" >/dev/null 2>&1; then
+  echo "installing: py-consul (Consul client, for the consul-kv plugin)"
+  python3 -m pip install -q --disable-pip-version-check 'py-consul==1.8.0' 2>&1 \
     | grep -v "as the 'root' user" || true
 fi
 if [ "${1:-}" = "--test" ] && ! python3 -c "import kazoo" >/dev/null 2>&1; then

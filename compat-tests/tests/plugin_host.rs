@@ -183,11 +183,11 @@ async fn libraries_that_cannot_be_plugins_are_refused_at_load() -> Result<()> {
 
 /// A real shared library that is no plugin: the Rust toolchain's own `libstd-*.so`.
 fn library_without_entry_symbol() -> Result<std::path::PathBuf> {
-    let sysroot = std::process::Command::new("rustc")
-        .args(["--print", "sysroot"])
+    let libdir = std::process::Command::new("rustc")
+        .args(["--print", "target-libdir"])
         .output()
         .context("cannot run rustc")?;
-    let lib = Path::new(String::from_utf8_lossy(&sysroot.stdout).trim()).join("lib");
+    let lib = Path::new(String::from_utf8_lossy(&libdir.stdout).trim()).to_path_buf();
     std::fs::read_dir(&lib)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .find(|path| {

@@ -154,14 +154,17 @@ impl AcceptLoop {
     ) -> Result<(), AdapterError> {
         let mut next_connection = 1u64;
         let stop = shutdown.clone().wait();
-        tokio::pin!(stop);
+        let plugin_stopped = async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        };
+        tokio::pin!(stop, plugin_stopped);
         loop {
             tokio::select! {
                 _ = &mut stop => {
                     let _ = self.events.send(DriverEvent::Shutdown).await;
                     return Ok(());
                 }
-                _ = stopped.wait_for(|stopped| *stopped) => {
+                _ = &mut plugin_stopped => {
                     tracing::error!(
                         adapter = %self.name,
                         "plugin stopped: its listener is closed; the other adapters keep serving"
