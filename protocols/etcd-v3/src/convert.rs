@@ -202,7 +202,7 @@ pub fn event(e: k::Event) -> mvccpb::Event {
 /// A watch's range, start and filters (ids, progress and fragmenting are the stream's).
 pub fn watch_request(create: pb::WatchCreateRequest) -> k::WatchRequest {
     use pb::watch_create_request::FilterType;
-    let has = |wanted: FilterType| create.filters.iter().any(|f| *f == wanted as i32);
+    let has = |wanted: FilterType| create.filters.contains(&(wanted as i32));
     k::WatchRequest {
         no_put: has(FilterType::Noput),
         no_delete: has(FilterType::Nodelete),
