@@ -230,6 +230,14 @@ pub mod actions {
         })
     }
 
+    pub fn pause_reading(connection: u64) -> Action {
+        Action::PauseReading(pb::PauseReading { connection })
+    }
+
+    pub fn resume_reading(connection: u64) -> Action {
+        Action::ResumeReading(pb::ResumeReading { connection })
+    }
+
     pub fn cancel_timer(connection: u64, timer: u64) -> Action {
         Action::CancelTimer(pb::CancelTimer { connection, timer })
     }

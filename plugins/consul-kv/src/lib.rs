@@ -44,10 +44,14 @@ use crate::error::KvError;
 use crate::http::{HttpError, Parser, Request};
 use crate::kv::{Config, Op, Reply};
 
-/// The most requests a connection may have unanswered at once. The
-/// ABI has no way to stop reading a socket, so a client pipelining without reading its
-/// answers is cut off here instead of growing the queue without bound.
+/// The most requests a connection may have unanswered at once: past it (a client that
+/// pipelines without reading its answers, faster than flow control below holds it back)
+/// the connection is cut off instead of growing the queue without bound.
 pub const MAX_PIPELINED: usize = 128;
+/// Flow control: with this many requests queued the host stops reading the connection,
+/// and starts again once the queue is down to [`RESUME_READING_AT`].
+pub const PAUSE_READING_AT: usize = 16;
+pub const RESUME_READING_AT: usize = 4;
 
 /// The plugin instance: the config and every open connection's state.
 #[derive(Debug)]
@@ -120,6 +124,8 @@ struct Connection {
     next_id: u64,
     /// Close was sent: nothing more is read or written.
     closed: bool,
+    /// PauseReading was sent (and no ResumeReading since).
+    paused: bool,
 }
 
 impl Connection {
@@ -130,6 +136,7 @@ impl Connection {
             serving: None,
             next_id: 1,
             closed: false,
+            paused: false,
         }
     }
 
@@ -337,6 +344,14 @@ impl ConsulKv {
             return Vec::new();
         }
         f(&mut ctx, conn);
+        let backlog = conn.queue.len();
+        if !conn.closed && !conn.paused && backlog >= PAUSE_READING_AT {
+            conn.paused = true;
+            ctx.out.push(actions::pause_reading(connection));
+        } else if !conn.closed && conn.paused && backlog <= RESUME_READING_AT {
+            conn.paused = false;
+            ctx.out.push(actions::resume_reading(connection));
+        }
         ctx.out
     }
 }

@@ -111,8 +111,10 @@ enum DriverEvent {
     Opened {
         connection: u64,
         peer: SocketAddr,
+        local: SocketAddr,
         tls: bool,
         writer: mpsc::UnboundedSender<Outgoing>,
+        reading: watch::Sender<bool>,
     },
     Received {
         connection: u64,
@@ -203,20 +205,31 @@ async fn open_connection(
     tls: Option<TlsAcceptor>,
     events: mpsc::Sender<DriverEvent>,
 ) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let ends = Ends { peer, local };
     match tls {
-        None => serve_connection(connection, stream, peer, false, events).await,
+        None => serve_connection(connection, stream, ends, false, events).await,
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(stream) => serve_connection(connection, stream, peer, true, events).await,
+            Ok(stream) => serve_connection(connection, stream, ends, true, events).await,
             Err(e) => tracing::warn!(%peer, "TLS handshake refused: {e}"),
         },
     }
+}
+
+/// A connection's two addresses.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    peer: SocketAddr,
+    local: SocketAddr,
 }
 
 /// Registers the connection with the driver, reads on one task and writes on this one.
 async fn serve_connection<S>(
     connection: u64,
     stream: S,
-    peer: SocketAddr,
+    ends: Ends,
     tls: bool,
     events: mpsc::Sender<DriverEvent>,
 ) where
@@ -224,11 +237,14 @@ async fn serve_connection<S>(
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (writer_tx, mut outgoing) = mpsc::unbounded_channel();
+    let (reading, mut may_read) = watch::channel(true);
     let opened = DriverEvent::Opened {
         connection,
-        peer,
+        peer: ends.peer,
+        local: ends.local,
         tls,
         writer: writer_tx,
+        reading,
     };
     if events.send(opened).await.is_err() {
         return;
@@ -236,6 +252,10 @@ async fn serve_connection<S>(
     let read = tokio::spawn(async move {
         let mut buffer = vec![0u8; READ_CHUNK];
         loop {
+            // Paused by the plugin: the bytes wait in the socket.
+            if may_read.wait_for(|may| *may).await.is_err() {
+                return;
+            }
             match reader.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
@@ -265,6 +285,7 @@ async fn serve_connection<S>(
 /// A connection as the driver knows it.
 struct Connection {
     writer: mpsc::UnboundedSender<Outgoing>,
+    reading: watch::Sender<bool>,
     timers: HashMap<u64, AbortHandle>,
     watches: HashMap<u64, AbortHandle>,
     unary_calls: HashSet<u64>,
@@ -321,13 +342,16 @@ impl Driver {
             DriverEvent::Opened {
                 connection,
                 peer,
+                local,
                 tls,
                 writer,
+                reading,
             } => {
                 self.connections.insert(
                     connection,
                     Connection {
                         writer,
+                        reading,
                         timers: HashMap::new(),
                         watches: HashMap::new(),
                         unary_calls: HashSet::new(),
@@ -337,6 +361,7 @@ impl Driver {
                     connection,
                     peer: peer.to_string(),
                     tls,
+                    local: local.to_string(),
                 }))
             }
             DriverEvent::Received { connection, data } => {
@@ -427,6 +452,8 @@ impl Driver {
                 }
             }
             Action::Close(close) => self.close(close.connection),
+            Action::PauseReading(pause) => self.set_reading(pause.connection, false),
+            Action::ResumeReading(resume) => self.set_reading(resume.connection, true),
             Action::SetTimer(set) => {
                 let Some(state) = self.connections.get_mut(&set.connection) else {
                     return;
@@ -452,6 +479,12 @@ impl Driver {
                 }
             }
             Action::KernelCall(call) => self.kernel_call(call),
+        }
+    }
+
+    fn set_reading(&mut self, connection: u64, reading: bool) {
+        if let Some(state) = self.connections.get(&connection) {
+            state.reading.send_replace(reading);
         }
     }
 
