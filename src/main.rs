@@ -15,6 +15,7 @@ use concord_etcd_v3::{ClientStream, EtcdV3Adapter, Http1Handoff};
 use concord_kernel::{Kernel, KernelConfig};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
 use concord_zookeeper::{ZookeeperAdapter, ZookeeperOptions};
+use rustls::ServerConfig;
 
 fn kernel_config(settings: &Settings) -> KernelConfig {
     KernelConfig {
@@ -34,10 +35,47 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
     }
 }
 
-/// The built-in adapters the settings enable.
-/// The built-in adapters the settings enable; a TLS profile that cannot be loaded stops
-/// start-up here, with the profile and file named.
-fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
+/// The rustls configurations of the enabled listeners that name a TLS profile.
+#[derive(Debug, Default)]
+struct ListenerTls {
+    etcd: Option<Arc<ServerConfig>>,
+    zookeeper: Option<Arc<ServerConfig>>,
+}
+
+/// Loads every TLS profile an enabled listener uses (certificates, keys, client CAs), so
+/// that a profile that cannot be loaded is reported, with the profile and file named,
+/// by `--check-config` and at start-up alike.
+fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
+    let load = |key: &str, enabled: bool, name: &Option<String>, alpn: &[&[u8]]| {
+        let Some(name) = name.as_ref().filter(|_| enabled) else {
+            return Ok(None);
+        };
+        let profile = settings
+            .tls
+            .get(name)
+            .with_context(|| format!("{key}: no profile {name:?}"))?;
+        tls::server_config(name, profile, alpn).map(Some)
+    };
+    let etcd = &settings.adapters.etcd;
+    let zk = &settings.adapters.zookeeper;
+    Ok(ListenerTls {
+        etcd: load(
+            "adapters.etcd.tls",
+            etcd.enabled,
+            &etcd.tls,
+            &[b"h2", b"http/1.1"],
+        )?,
+        // ZooKeeper's protocol has no ALPN name.
+        zookeeper: load("adapters.zookeeper.tls", zk.enabled, &zk.tls, &[])?,
+    })
+}
+
+/// The built-in adapters the settings enable, with their listeners' TLS configurations.
+fn enabled_adapters(
+    settings: &Settings,
+    kernel: &Kernel,
+    tls: ListenerTls,
+) -> Vec<Box<dyn Adapter>> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
     let v2 = &settings.adapters.etcd_v2;
     let v2_service = v2.enabled.then(|| V2Service::new(kernel.clone()));
@@ -53,28 +91,19 @@ fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<
         }
     }
     if settings.adapters.etcd.enabled {
-        let tls = match &settings.adapters.etcd.tls {
-            Some(name) => {
-                let profile = settings
-                    .tls
-                    .get(name)
-                    .with_context(|| format!("adapters.etcd.tls: no profile {name:?}"))?;
-                Some(tls::server_config(name, profile, &[b"h2", b"http/1.1"])?)
-            }
-            None => None,
-        };
         adapters.push(Box::new(EtcdV3Adapter {
             listen: settings.adapters.etcd.listen,
             max_request_bytes: settings.limits.max_request_bytes,
             http1: shared_http1,
-            tls,
+            tls: tls.etcd,
         }));
     }
     let zk = &settings.adapters.zookeeper;
     if zk.enabled {
         adapters.push(Box::new(ZookeeperAdapter {
             options: ZookeeperOptions {
-                listen: zk.listen,
+                listen: zk.plaintext.then_some(zk.listen),
+                secure_listen: zk.secure_listen,
                 tick_time_ms: zk.tick_time_ms,
                 min_session_timeout_ms: zk.min_session_timeout_ms,
                 max_session_timeout_ms: zk.max_session_timeout_ms,
@@ -84,9 +113,10 @@ fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<
                 container_check_interval: Duration::from_millis(zk.container_check_interval_ms),
                 data_dir: settings.node.data_dir.display().to_string(),
             },
+            tls: tls.zookeeper,
         }));
     }
-    Ok(adapters)
+    adapters
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {
@@ -99,6 +129,7 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let tls = listener_tls(&settings)?;
     let kernel = Kernel::open(kernel_config(&settings), Duration::from_secs(30))
         .await
         .context("cannot open the kernel")?;
@@ -116,7 +147,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Each adapter's task reports on `stopped` when it ends.
     let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel();
     let mut started = 0;
-    for adapter in enabled_adapters(&settings, &kernel)? {
+    for adapter in enabled_adapters(&settings, &kernel, tls) {
         let running = adapter.start(context.clone()).await?;
         tracing::info!(adapter = %running.name, addrs = ?running.listening_on, "adapter started");
         let tx = stopped_tx.clone();
@@ -201,8 +232,16 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     if args.check_config {
-        println!("configuration is valid");
-        return ExitCode::SUCCESS;
+        return match listener_tls(&settings) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("concord: {e:#}");
+                ExitCode::from(2)
+            }
+        };
     }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
