@@ -1,6 +1,8 @@
 //! The `concord` binary: wiring only. Reads the configuration, opens the kernel, starts
-//! the enabled adapters through the adapter contract, and stops them on SIGINT/SIGTERM.
+//! the enabled adapters through the adapter contract, and stops them on SIGINT/SIGTERM;
+//! `concord certs` writes test certificates.
 
+mod certs;
 mod tls;
 
 use std::process::ExitCode;
@@ -183,6 +185,18 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Subcommand::Serve(args) => run_serve(&args),
         Subcommand::Restore(args) => run_restore(&args),
+        Subcommand::Certs(args) => match certs::run(&args) {
+            Ok(()) => {
+                for file in certs::FILES {
+                    println!("{}", args.dir.join(file).display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("concord: certs: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -189,3 +189,58 @@ async fn a_key_that_does_not_match_its_certificate_stops_start_up() -> Result<()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn concord_certs_makes_a_mutual_tls_setup_etcdctl_accepts() -> Result<()> {
+    if !backends()?.contains(&Backend::Concord) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    let args = [
+        "certs".into(),
+        "--dir".into(),
+        certs.clone().into_os_string(),
+    ];
+    let mut made = Concord::start(dir.path(), "certs", &args, &[])?;
+    ensure!(
+        made.exit_status(READY_TIMEOUT).await?.success(),
+        "{}",
+        made.log()
+    );
+    // Run again: nothing is overwritten.
+    let mut again = Concord::start(dir.path(), "certs-again", &args, &[])?;
+    ensure!(
+        !again.exit_status(READY_TIMEOUT).await?.success()
+            && again.log().contains("not overwriting"),
+        "{}",
+        again.log()
+    );
+    let port = free_port()?;
+    let server = start(&certs, port, "server-key.pem")?;
+    server
+        .wait_until(READY_TIMEOUT, || async {
+            Ok(etcdctl(&certs, port, &MUTUAL, &["endpoint", "health"])?
+                .status
+                .success())
+        })
+        .await?;
+    let put = etcdctl(&certs, port, &MUTUAL, &["put", "/certs/k", "v"])?;
+    ensure!(put.status.success(), "put: {put:?}");
+    let get = etcdctl(
+        &certs,
+        port,
+        &MUTUAL,
+        &["get", "/certs/k", "--print-value-only"],
+    )?;
+    ensure!(
+        String::from_utf8_lossy(&get.stdout).trim() == "v",
+        "get: {get:?}"
+    );
+    let anonymous = etcdctl(&certs, port, &["cacert=ca.pem"], &["get", "/certs/k"])?;
+    ensure!(
+        !anonymous.status.success(),
+        "served without a client certificate"
+    );
+    Ok(())
+}

@@ -5,7 +5,7 @@
 mod cli;
 mod settings;
 
-pub use cli::{Cli, RestoreArgs, ServeArgs, Subcommand};
+pub use cli::{CertsArgs, Cli, RestoreArgs, ServeArgs, Subcommand};
 pub use settings::{
     AdapterSettings, Adapters, ConfigError, Limits, NodeSettings, RaftSettings, Settings,
     TlsProfile,
