@@ -1,5 +1,6 @@
 //! The `concord` binary: wiring only. Reads the configuration, opens the kernel, starts
-//! the enabled adapters through the adapter contract, and stops them on SIGINT/SIGTERM;
+//! the enabled adapters through the adapter contract, reloads TLS certificates on SIGHUP
+//! and stops the adapters on SIGINT/SIGTERM;
 //! `concord certs` writes test certificates.
 
 mod certs;
@@ -37,18 +38,21 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
     }
 }
 
-/// The rustls configurations of the enabled listeners that name a TLS profile.
+/// The rustls configurations of the enabled listeners that name a TLS profile, and the
+/// certificates SIGHUP reloads.
 #[derive(Debug, Default)]
 struct ListenerTls {
     etcd: Option<Arc<ServerConfig>>,
     zookeeper: Option<Arc<ServerConfig>>,
+    certificates: Vec<Arc<tls::ReloadableCert>>,
 }
 
 /// Loads every TLS profile an enabled listener uses (certificates, keys, client CAs), so
 /// that a profile that cannot be loaded is reported, with the profile and file named,
 /// by `--check-config` and at start-up alike.
 fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
-    let load = |key: &str, enabled: bool, name: &Option<String>, alpn: &[&[u8]]| {
+    let mut certificates = Vec::new();
+    let mut load = |key: &str, enabled: bool, name: &Option<String>, alpn: &[&[u8]]| {
         let Some(name) = name.as_ref().filter(|_| enabled) else {
             return Ok(None);
         };
@@ -56,20 +60,53 @@ fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
             .tls
             .get(name)
             .with_context(|| format!("{key}: no profile {name:?}"))?;
-        tls::server_config(name, profile, alpn).map(Some)
+        let (config, certificate) = tls::server_config(name, profile, alpn)?;
+        certificates.push(certificate);
+        anyhow::Ok(Some(config))
     };
     let etcd = &settings.adapters.etcd;
     let zk = &settings.adapters.zookeeper;
+    let etcd = load(
+        "adapters.etcd.tls",
+        etcd.enabled,
+        &etcd.tls,
+        &[b"h2", b"http/1.1"],
+    )?;
+    // ZooKeeper's protocol has no ALPN name.
+    let zookeeper = load("adapters.zookeeper.tls", zk.enabled, &zk.tls, &[])?;
     Ok(ListenerTls {
-        etcd: load(
-            "adapters.etcd.tls",
-            etcd.enabled,
-            &etcd.tls,
-            &[b"h2", b"http/1.1"],
-        )?,
-        // ZooKeeper's protocol has no ALPN name.
-        zookeeper: load("adapters.zookeeper.tls", zk.enabled, &zk.tls, &[])?,
+        etcd,
+        zookeeper,
+        certificates,
     })
+}
+
+/// On every SIGHUP, reads each TLS listener's certificate and key files again: new
+/// handshakes get the new certificate, established connections keep theirs. A profile
+/// whose files cannot be loaded keeps the certificate in use, with an error logged.
+fn reload_certificates_on_sighup(
+    certificates: Vec<Arc<tls::ReloadableCert>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before the adapters start, so a SIGHUP never kills the node.
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            for certificate in &certificates {
+                match certificate.reload() {
+                    Ok(()) => {
+                        tracing::info!(profile = certificate.name(), "TLS certificate reloaded")
+                    }
+                    Err(e) => tracing::error!(
+                        profile = certificate.name(),
+                        error = %format!("{e:#}"),
+                        "TLS certificate not reloaded; the one in use stays"
+                    ),
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// The built-in adapters the settings enable, with their listeners' TLS configurations.
@@ -131,7 +168,8 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let tls = listener_tls(&settings)?;
+    let mut tls = listener_tls(&settings)?;
+    reload_certificates_on_sighup(std::mem::take(&mut tls.certificates))?;
     let kernel = Kernel::open(kernel_config(&settings), Duration::from_secs(30))
         .await
         .context("cannot open the kernel")?;

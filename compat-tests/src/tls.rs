@@ -167,6 +167,15 @@ impl Concord {
         Self::start(dir, tag, &all, env)
     }
 
+    /// Sends it signal `name` (`HUP`, ...) with kill(1).
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -s {name} failed");
+        Ok(())
+    }
+
     /// What it has written so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
