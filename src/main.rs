@@ -1,21 +1,26 @@
 //! The `concord` binary: wiring only. Reads the configuration, opens the kernel, starts
-//! the enabled adapters through the adapter contract, and stops them on SIGINT/SIGTERM.
+//! the enabled adapters through the adapter contract, reloads TLS certificates on SIGHUP
+//! and stops the adapters on SIGINT/SIGTERM;
+//! `concord certs` writes test certificates.
 
+mod certs;
 mod tls;
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use concord_config::{Cli, RestoreArgs, ServeArgs, Settings, Subcommand};
+use concord_config::{Cli, PluginAdapterSettings, RestoreArgs, ServeArgs, Settings, Subcommand};
 use concord_etcd_v2::{EtcdV2Adapter, V2Service};
 use concord_etcd_v3::{ClientStream, EtcdV3Adapter, Http1Handoff};
 use concord_kernel::{Kernel, KernelConfig};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
 use concord_plugin_host::PluginAdapter;
 use concord_zookeeper::{ZookeeperAdapter, ZookeeperOptions};
+use rustls::ServerConfig;
 
 fn kernel_config(settings: &Settings) -> KernelConfig {
     KernelConfig {
@@ -35,9 +40,93 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
     }
 }
 
-/// The built-in adapters the settings enable; a TLS profile that cannot be loaded stops
-/// start-up here, with the profile and file named.
-fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
+/// The rustls configurations of the enabled listeners that name a TLS profile, and the
+/// certificates SIGHUP reloads.
+#[derive(Debug, Default)]
+struct ListenerTls {
+    etcd: Option<Arc<ServerConfig>>,
+    zookeeper: Option<Arc<ServerConfig>>,
+    /// By plugin adapter name.
+    plugins: BTreeMap<String, Arc<ServerConfig>>,
+    certificates: Vec<Arc<tls::ReloadableCert>>,
+}
+
+/// Loads every TLS profile an enabled listener uses (certificates, keys, client CAs), so
+/// that a profile that cannot be loaded is reported, with the profile and file named,
+/// by `--check-config` and at start-up alike.
+fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
+    let mut certificates = Vec::new();
+    let mut load = |key: &str, enabled: bool, name: &Option<String>, alpn: &[&[u8]]| {
+        let Some(name) = name.as_ref().filter(|_| enabled) else {
+            return Ok(None);
+        };
+        let profile = settings
+            .tls
+            .get(name)
+            .with_context(|| format!("{key}: no profile {name:?}"))?;
+        let (config, certificate) = tls::server_config(name, profile, alpn)?;
+        certificates.push(certificate);
+        anyhow::Ok(Some(config))
+    };
+    let etcd = &settings.adapters.etcd;
+    let zk = &settings.adapters.zookeeper;
+    let etcd = load(
+        "adapters.etcd.tls",
+        etcd.enabled,
+        &etcd.tls,
+        &[b"h2", b"http/1.1"],
+    )?;
+    // ZooKeeper's protocol has no ALPN name, nor do the plugins' (unknown to the host).
+    let zookeeper = load("adapters.zookeeper.tls", zk.enabled, &zk.tls, &[])?;
+    let mut plugins = BTreeMap::new();
+    for plugin in configured_plugins(settings)? {
+        let key = format!("adapters.{}.tls", plugin.name);
+        if let Some(config) = load(&key, plugin.enabled, &plugin.tls, &[])? {
+            plugins.insert(plugin.name, config);
+        }
+    }
+    Ok(ListenerTls {
+        etcd,
+        zookeeper,
+        plugins,
+        certificates,
+    })
+}
+
+/// On every SIGHUP, reads each TLS listener's certificate and key files again: new
+/// handshakes get the new certificate, established connections keep theirs. A profile
+/// whose files cannot be loaded keeps the certificate in use, with an error logged.
+fn reload_certificates_on_sighup(
+    certificates: Vec<Arc<tls::ReloadableCert>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before the adapters start, so a SIGHUP never kills the node.
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            for certificate in &certificates {
+                match certificate.reload() {
+                    Ok(()) => {
+                        tracing::info!(profile = certificate.name(), "TLS certificate reloaded")
+                    }
+                    Err(e) => tracing::error!(
+                        profile = certificate.name(),
+                        error = %format!("{e:#}"),
+                        "TLS certificate not reloaded; the one in use stays"
+                    ),
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The built-in adapters the settings enable, with their listeners' TLS configurations.
+fn enabled_adapters(
+    settings: &Settings,
+    kernel: &Kernel,
+    tls: ListenerTls,
+) -> Vec<Box<dyn Adapter>> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
     let v2 = &settings.adapters.etcd_v2;
     let v2_service = v2.enabled.then(|| V2Service::new(kernel.clone()));
@@ -53,28 +142,19 @@ fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<
         }
     }
     if settings.adapters.etcd.enabled {
-        let tls = match &settings.adapters.etcd.tls {
-            Some(name) => {
-                let profile = settings
-                    .tls
-                    .get(name)
-                    .with_context(|| format!("adapters.etcd.tls: no profile {name:?}"))?;
-                Some(tls::server_config(name, profile, &[b"h2", b"http/1.1"])?)
-            }
-            None => None,
-        };
         adapters.push(Box::new(EtcdV3Adapter {
             listen: settings.adapters.etcd.listen,
             max_request_bytes: settings.limits.max_request_bytes,
             http1: shared_http1,
-            tls,
+            tls: tls.etcd,
         }));
     }
     let zk = &settings.adapters.zookeeper;
     if zk.enabled {
         adapters.push(Box::new(ZookeeperAdapter {
             options: ZookeeperOptions {
-                listen: zk.listen,
+                listen: zk.plaintext.then_some(zk.listen),
+                secure_listen: zk.secure_listen,
                 tick_time_ms: zk.tick_time_ms,
                 min_session_timeout_ms: zk.min_session_timeout_ms,
                 max_session_timeout_ms: zk.max_session_timeout_ms,
@@ -84,34 +164,35 @@ fn enabled_adapters(settings: &Settings, kernel: &Kernel) -> anyhow::Result<Vec<
                 container_check_interval: Duration::from_millis(zk.container_check_interval_ms),
                 data_dir: settings.node.data_dir.display().to_string(),
             },
+            tls: tls.zookeeper,
         }));
     }
-    Ok(adapters)
+    adapters
 }
 
-/// The enabled adapters of loaded plugins. Their TLS profiles are checked like the
-/// built-ins'; the libraries themselves are loaded when the adapters start.
-fn plugin_adapters(settings: &Settings) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
-    let configured = settings
+fn configured_plugins(settings: &Settings) -> anyhow::Result<Vec<PluginAdapterSettings>> {
+    settings
         .plugin_adapters()
-        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
+        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))
+}
+
+/// The enabled adapters of loaded plugins, with their listeners' TLS configurations; the
+/// libraries themselves are loaded when the adapters start.
+fn plugin_adapters(
+    settings: &Settings,
+    tls: &mut BTreeMap<String, Arc<ServerConfig>>,
+) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
-    for plugin in configured.into_iter().filter(|p| p.enabled) {
-        let tls = match &plugin.tls {
-            Some(name) => {
-                let profile = settings.tls.get(name).with_context(|| {
-                    format!("adapters.{}.tls: no profile {name:?}", plugin.name)
-                })?;
-                Some(tls::server_config(name, profile, &[])?)
-            }
-            None => None,
-        };
+    for plugin in configured_plugins(settings)?
+        .into_iter()
+        .filter(|p| p.enabled)
+    {
         adapters.push(Box::new(PluginAdapter {
+            tls: tls.remove(&plugin.name),
             name: plugin.name,
             library: plugin.path,
             settings_json: plugin.settings_json,
             listen: plugin.listen,
-            tls,
         }));
     }
     Ok(adapters)
@@ -127,6 +208,8 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let mut tls = listener_tls(&settings)?;
+    reload_certificates_on_sighup(std::mem::take(&mut tls.certificates))?;
     let kernel = Kernel::open(kernel_config(&settings), Duration::from_secs(30))
         .await
         .context("cannot open the kernel")?;
@@ -146,10 +229,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut started = 0;
     // A built-in adapter that cannot start stops the node; a plugin that cannot load or
     // start is logged and left out, and the other dialects serve.
-    let built_in = enabled_adapters(&settings, &kernel)?
+    let loaded = plugin_adapters(&settings, &mut tls.plugins)?
+        .into_iter()
+        .map(|a| (a, false));
+    let built_in = enabled_adapters(&settings, &kernel, tls)
         .into_iter()
         .map(|a| (a, true));
-    let loaded = plugin_adapters(&settings)?.into_iter().map(|a| (a, false));
     for (adapter, essential) in built_in.chain(loaded) {
         let running = match adapter.start(context.clone()).await {
             Ok(running) => running,
@@ -193,6 +278,18 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Subcommand::Serve(args) => run_serve(&args),
         Subcommand::Restore(args) => run_restore(&args),
+        Subcommand::Certs(args) => match certs::run(&args) {
+            Ok(()) => {
+                for file in certs::FILES {
+                    println!("{}", args.dir.join(file).display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("concord: certs: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -242,8 +339,16 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     if args.check_config {
-        println!("configuration is valid");
-        return ExitCode::SUCCESS;
+        return match listener_tls(&settings) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("concord: {e:#}");
+                ExitCode::from(2)
+            }
+        };
     }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

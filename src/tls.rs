@@ -1,16 +1,20 @@
 //! TLS profiles from the config turned into rustls server configurations: the
 //! certificate chain and key from PEM files, an optional client CA (then every client
 //! must present a certificate it signed: mutual TLS), an optional minimum version.
-//! Every failure names the profile and the file.
+//! Every failure names the profile and the file. The certificate and key are served
+//! through a [`ReloadableCert`], which SIGHUP reloads from the same files for new
+//! handshakes; established connections keep the session they negotiated.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::{Context, Result, bail};
 use concord_config::TlsProfile;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 fn certificates(name: &str, field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -23,20 +27,82 @@ fn certificates(name: &str, field: &str, path: &Path) -> Result<Vec<CertificateD
     Ok(certs)
 }
 
-/// The server configuration of profile `name`, offering `alpn` protocols.
+/// A profile's certificate chain and key, read from its files at start and again on
+/// [`ReloadableCert::reload`]; every handshake takes the current one.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    name: String,
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    fn new(name: &str, profile: &TlsProfile, provider: Arc<CryptoProvider>) -> Result<Self> {
+        let current = load_certified_key(name, &profile.cert, &profile.key, &provider)?;
+        Ok(ReloadableCert {
+            name: name.to_string(),
+            cert: profile.cert.clone(),
+            key: profile.key.clone(),
+            provider,
+            current: RwLock::new(current),
+        })
+    }
+
+    /// The profile's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads the files again; on any error the certificate in use stays.
+    pub fn reload(&self) -> Result<()> {
+        let fresh = load_certified_key(&self.name, &self.cert, &self.key, &self.provider)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+/// The chain in `cert` with the key in `key`, checked to belong together.
+fn load_certified_key(
+    name: &str,
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>> {
+    let certs = certificates(name, "cert", cert)?;
+    let private = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("tls.{name}.key: no private key in {}", key.display()))?;
+    let certified = CertifiedKey::from_der(certs, private, provider).with_context(|| {
+        format!(
+            "tls.{name}: the key {} does not go with the certificate {}",
+            key.display(),
+            cert.display()
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// The server configuration of profile `name`, offering `alpn` protocols, and the
+/// handle that reloads its certificate.
 pub fn server_config(
     name: &str,
     profile: &TlsProfile,
     alpn: &[&[u8]],
-) -> Result<Arc<ServerConfig>> {
+) -> Result<(Arc<ServerConfig>, Arc<ReloadableCert>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = certificates(name, "cert", &profile.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&profile.key).with_context(|| {
-        format!(
-            "tls.{name}.key: no private key in {}",
-            profile.key.display()
-        )
-    })?;
+    let resolver = Arc::new(ReloadableCert::new(name, profile, provider.clone())?);
     let versions: &[&SupportedProtocolVersion] = match profile.min_version.as_deref() {
         Some("1.3") => &[&rustls::version::TLS13],
         _ => &[&rustls::version::TLS12, &rustls::version::TLS13],
@@ -59,13 +125,7 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key).with_context(|| {
-        format!(
-            "tls.{name}: the key {} does not go with the certificate {}",
-            profile.key.display(),
-            profile.cert.display()
-        )
-    })?;
+    let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), resolver))
 }

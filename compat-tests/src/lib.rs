@@ -16,6 +16,7 @@
 //! * [`python`]: the Python client sessions (`python/*.py`);
 //! * [`background`]: long-running etcdctl commands (`watch`, `lock`, `elect`);
 //! * [`streams`]: bounded reads of Watch and LeaseKeepAlive streams;
+//! * [`tls`]: test certificates (openssl) and Concord started with TLS profiles;
 //! * [`restore`]: snapshot save and starting a server on a restored data directory;
 //! * [`v2`]: raw HTTP against the etcd v2 API (curl) and the normalising of its
 //!   answers (indexes relative to the session's start);
@@ -47,6 +48,7 @@ pub mod python;
 pub mod restore;
 pub mod server;
 pub mod streams;
+pub mod tls;
 pub mod transcripts;
 pub mod v2;
 pub mod zookeeper;

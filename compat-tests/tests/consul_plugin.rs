@@ -2,7 +2,8 @@
 //! library by a Concord started with a config naming it (Concord only; there is no
 //! Consul server on Debian to compare with): the py-consul client's session (CRUD,
 //! flags, recurse, keys, check-and-set, blocking queries), one namespace with etcd and
-//! ZooKeeper, a blocking query woken by an etcd Put, and bad requests.
+//! ZooKeeper, a blocking query woken by an etcd Put, bad requests, and mutual TLS done
+//! by the host for the plugin's port.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use concord_compat_tests::plugins::{concord_with_config, plugin_library, plugin_section};
 use concord_compat_tests::python::session;
+use concord_compat_tests::tls::make_certificates;
 use concord_compat_tests::{Backend, Server, backends, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -284,6 +286,82 @@ async fn bad_requests_get_consuls_errors_and_change_nothing() -> Result<()> {
     ensure!(
         etcd.get("/k", None).await?.kvs().is_empty(),
         "/k was written"
+    );
+    Ok(())
+}
+
+/// curl against `url` with `args`, bounded; (exit code, stdout).
+async fn curl(args: &[&str], url: &str) -> Result<(i32, String)> {
+    let output = tokio::time::timeout(
+        ANSWER_TIMEOUT,
+        tokio::process::Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .args(args)
+            .arg(url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("curl did not finish")?
+    .context("cannot run curl")?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_host_does_mutual_tls_for_a_plugin() -> Result<()> {
+    if !backends()?.contains(&Backend::Concord) {
+        println!("Concord not selected: skipped");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    make_certificates(dir.path())?;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let library = plugin_library("concord-consul-kv")?;
+    let endpoint = format!("127.0.0.1:{}", free_port()?);
+    let config = format!(
+        "[tls.consul]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n{}",
+        file("server.pem"),
+        file("server-key.pem"),
+        file("ca.pem"),
+        plugin_section("consul", &library, &endpoint, "tls = \"consul\"")
+    );
+    let server = concord_with_config(dir.path(), &config).await?;
+    let url = format!("https://{endpoint}/v1/kv/secure");
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client-key.pem"));
+    let trusted = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+
+    let put = [&trusted[..], &["-X", "PUT", "--data-binary", "sealed"]].concat();
+    let (code, body) = curl(&put, &url).await?;
+    ensure!(
+        code == 0 && body == "true",
+        "PUT over mutual TLS: {code} {body}"
+    );
+    let (code, body) = curl(
+        &[&trusted[..], &["-o", "-"]].concat(),
+        &format!("{url}?raw"),
+    )
+    .await?;
+    ensure!(
+        code == 0 && body == "sealed",
+        "GET over mutual TLS: {code} {body}"
+    );
+
+    // No client certificate, or plaintext: refused, logged, nothing served.
+    let (code, _) = curl(&["--cacert", &ca], &url).await?;
+    ensure!(code != 0, "served without a client certificate");
+    let (code, body) = curl(&[], &format!("http://{endpoint}/v1/kv/secure")).await?;
+    ensure!(
+        code != 0 && body.is_empty(),
+        "served plaintext: {code} {body}"
+    );
+    let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+    ensure!(
+        log.contains("TLS handshake refused on a plugin's port"),
+        "no refusal logged:\n{}",
+        server.log_tail()
     );
     Ok(())
 }

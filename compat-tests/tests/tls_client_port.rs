@@ -2,136 +2,34 @@
 //! test CA; with a client CA in the profile (mutual TLS) `etcdctl --cacert --cert --key`
 //! (gRPC over `h2`) and curl (v2 over `http/1.1`) are served, while a client without a
 //! certificate and a plaintext client are refused with a log line saying why; a key that
-//! does not go with its certificate stops start-up with a line naming the profile.
+//! does not go with its certificate stops start-up with a line naming the profile, and
+//! `concord serve --check-config` reports it with the same line.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use concord_compat_tests::server::concord_command;
+use anyhow::{Context, Result, ensure};
+use concord_compat_tests::tls::{Concord, MUTUAL, make_certificates, profile_env};
 use concord_compat_tests::{Backend, backends, free_port};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A Concord process, killed when dropped.
-struct Running {
-    child: Child,
-    log: std::path::PathBuf,
+/// Concord with mutual TLS (profile `server`, key file `key`) on the etcd port `port`.
+/// The environment of a mutual-TLS profile `server` (key file `key`) on the etcd port.
+fn start_env(dir: &Path, key: &str) -> Vec<(String, std::ffi::OsString)> {
+    let mut env = profile_env(dir, "server", key, true);
+    env.push(("CONCORD_ADAPTERS__ETCD__TLS".into(), "server".into()));
+    env
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("cannot run openssl")?;
-    ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it.
-fn make_certificates(dir: &Path) -> Result<()> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=concord-test-ca",
-        ],
-    )?;
-    // Extensions make X.509 v3 certificates (webpki accepts no others).
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n")?;
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
-    for name in ["server", "client"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}-key.pem"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        )?;
-        let csr = format!("{name}.csr");
-        let out = format!("{name}.pem");
-        let ext = format!("{name}.ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &out,
-                "-extfile",
-                &ext,
-            ],
-        )?;
-    }
-    Ok(())
-}
-
-fn start(dir: &Path, port: u16, key: &str) -> Result<Running> {
-    let log = dir.join(format!("concord-{port}.log"));
-    let mut command = concord_command()?;
-    command
-        .args(["serve", "--data-dir"])
-        .arg(dir.join(format!("data-{port}")))
-        .args(["--etcd-listen", &format!("127.0.0.1:{port}")])
-        .args(["--zk-listen", &format!("127.0.0.1:{}", free_port()?)])
-        .env("CONCORD_TLS__SERVER__CERT", dir.join("server.pem"))
-        .env("CONCORD_TLS__SERVER__KEY", dir.join(key))
-        .env("CONCORD_TLS__SERVER__CLIENT_CA", dir.join("ca.pem"))
-        .env("CONCORD_ADAPTERS__ETCD__TLS", "server")
-        .stdin(Stdio::null());
-    let file = std::fs::File::create(&log)?;
-    command.stdout(file.try_clone()?).stderr(file);
-    Ok(Running {
-        child: command.spawn()?,
-        log,
-    })
+fn start(dir: &Path, port: u16, key: &str) -> Result<Concord> {
+    let env = start_env(dir, key);
+    let args = [
+        format!("--etcd-listen=127.0.0.1:{port}"),
+        format!("--zk-listen=127.0.0.1:{}", free_port()?),
+    ];
+    Concord::serve(dir, &port.to_string(), &args, &env)
 }
 
 fn etcdctl(dir: &Path, port: u16, tls: &[&str], args: &[&str]) -> Result<std::process::Output> {
@@ -151,8 +49,6 @@ fn etcdctl(dir: &Path, port: u16, tls: &[&str], args: &[&str]) -> Result<std::pr
     Ok(command.args(args).output()?)
 }
 
-const MUTUAL: [&str; 3] = ["cacert=ca.pem", "cert=client.pem", "key=client-key.pem"];
-
 #[tokio::test]
 async fn mutual_tls_on_the_etcd_client_port() -> Result<()> {
     if !backends()?.contains(&Backend::Concord) {
@@ -163,16 +59,13 @@ async fn mutual_tls_on_the_etcd_client_port() -> Result<()> {
     make_certificates(dir.path())?;
     let port = free_port()?;
     let server = start(dir.path(), port, "server-key.pem")?;
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while !etcdctl(dir.path(), port, &MUTUAL, &["endpoint", "health"])?
-        .status
-        .success()
-    {
-        if Instant::now() > deadline {
-            bail!("Concord with TLS did not answer:\n{}", server.log());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server
+        .wait_until(READY_TIMEOUT, || async {
+            Ok(etcdctl(dir.path(), port, &MUTUAL, &["endpoint", "health"])?
+                .status
+                .success())
+        })
+        .await?;
     // v2 over HTTP/1.1 and gRPC over h2, on the same TLS port and the same keys.
     let p = |f: &str| dir.path().join(f).display().to_string();
     let curl = Command::new("curl")
@@ -250,22 +143,104 @@ async fn a_key_that_does_not_match_its_certificate_stops_start_up() -> Result<()
     make_certificates(dir.path())?;
     let port = free_port()?;
     let mut server = start(dir.path(), port, "client-key.pem")?;
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let status = loop {
-        if let Some(status) = server.child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            bail!("Concord started with a mismatched key");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = server.exit_status(READY_TIMEOUT).await?;
     let stderr = server.log();
     ensure!(
         !status.success()
             && stderr.contains("tls.server")
             && stderr.contains("does not go with the certificate"),
         "{status}: {stderr}"
+    );
+    // `--check-config` loads the profile too, and says the same.
+    let mut check = Concord::serve(
+        dir.path(),
+        "check",
+        &[
+            "--check-config".to_string(),
+            format!("--etcd-listen=127.0.0.1:{port}"),
+        ],
+        &start_env(dir.path(), "client-key.pem"),
+    )?;
+    let check_status = check.exit_status(READY_TIMEOUT).await?;
+    let line = |log: &str| {
+        log.lines()
+            .find(|l| l.starts_with("concord: "))
+            .map(str::to_string)
+    };
+    ensure!(
+        !check_status.success()
+            && line(&check.log()).is_some()
+            && line(&check.log()) == line(&stderr),
+        "--check-config ({check_status}):\n{}\nstart-up:\n{stderr}",
+        check.log()
+    );
+    // With the right key: valid.
+    let mut check = Concord::serve(
+        dir.path(),
+        "check-ok",
+        &["--check-config".to_string()],
+        &start_env(dir.path(), "server-key.pem"),
+    )?;
+    ensure!(
+        check.exit_status(READY_TIMEOUT).await?.success()
+            && check.log().trim() == "configuration is valid",
+        "{}",
+        check.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn concord_certs_makes_a_mutual_tls_setup_etcdctl_accepts() -> Result<()> {
+    if !backends()?.contains(&Backend::Concord) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    let args = [
+        "certs".into(),
+        "--dir".into(),
+        certs.clone().into_os_string(),
+    ];
+    let mut made = Concord::start(dir.path(), "certs", &args, &[])?;
+    ensure!(
+        made.exit_status(READY_TIMEOUT).await?.success(),
+        "{}",
+        made.log()
+    );
+    // Run again: nothing is overwritten.
+    let mut again = Concord::start(dir.path(), "certs-again", &args, &[])?;
+    ensure!(
+        !again.exit_status(READY_TIMEOUT).await?.success()
+            && again.log().contains("not overwriting"),
+        "{}",
+        again.log()
+    );
+    let port = free_port()?;
+    let server = start(&certs, port, "server-key.pem")?;
+    server
+        .wait_until(READY_TIMEOUT, || async {
+            Ok(etcdctl(&certs, port, &MUTUAL, &["endpoint", "health"])?
+                .status
+                .success())
+        })
+        .await?;
+    let put = etcdctl(&certs, port, &MUTUAL, &["put", "/certs/k", "v"])?;
+    ensure!(put.status.success(), "put: {put:?}");
+    let get = etcdctl(
+        &certs,
+        port,
+        &MUTUAL,
+        &["get", "/certs/k", "--print-value-only"],
+    )?;
+    ensure!(
+        String::from_utf8_lossy(&get.stdout).trim() == "v",
+        "get: {get:?}"
+    );
+    let anonymous = etcdctl(&certs, port, &["cacert=ca.pem"], &["get", "/certs/k"])?;
+    ensure!(
+        !anonymous.status.success(),
+        "served without a client certificate"
     );
     Ok(())
 }

@@ -22,6 +22,19 @@ pub enum Subcommand {
     Serve(ServeArgs),
     /// Create a new member's data dir from a snapshot file (`etcdctl snapshot save`).
     Restore(RestoreArgs),
+    /// Write a CA, a server and a client certificate (PEM) for local TLS testing.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// Where to write ca.pem, server.pem, server-key.pem, client.pem, client-key.pem
+    /// (created if missing; existing files are not overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Names and addresses the server certificate is valid for (its SANs).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

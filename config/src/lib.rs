@@ -6,7 +6,7 @@ mod cli;
 mod plugins;
 mod settings;
 
-pub use cli::{Cli, RestoreArgs, ServeArgs, Subcommand};
+pub use cli::{CertsArgs, Cli, RestoreArgs, ServeArgs, Subcommand};
 pub use plugins::{BUILT_IN_ADAPTERS, PluginAdapterSettings, PluginSettings};
 pub use settings::{
     AdapterSettings, Adapters, ConfigError, Limits, NodeSettings, RaftSettings, Settings,

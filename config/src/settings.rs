@@ -95,13 +95,18 @@ impl Default for EtcdV2Settings {
     }
 }
 
-/// `[adapters.zookeeper]`: the listener and the knobs ZooKeeper has in `zoo.cfg`.
+/// `[adapters.zookeeper]`: the listeners and the knobs ZooKeeper has in `zoo.cfg`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ZookeeperSettings {
     pub enabled: bool,
+    /// The plaintext client port (ZooKeeper: `clientPort`).
     pub listen: SocketAddr,
-    /// Name of a `[tls.<name>]` profile; absent means plaintext.
+    /// Whether `listen` is served; `false` (with `secure_listen`) serves TLS only.
+    pub plaintext: bool,
+    /// The TLS client port (ZooKeeper: `secureClientPort`), served beside `listen`.
+    pub secure_listen: Option<SocketAddr>,
+    /// Name of the `[tls.<name>]` profile of `secure_listen` (required with it).
     pub tls: Option<String>,
     /// ZooKeeper's `tickTime`: the unit of the session timeout bounds below.
     pub tick_time_ms: u32,
@@ -125,6 +130,8 @@ impl Default for ZookeeperSettings {
         ZookeeperSettings {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 2181)),
+            plaintext: true,
+            secure_listen: None,
             tls: None,
             tick_time_ms: 2000,
             min_session_timeout_ms: 4000,
@@ -384,19 +391,48 @@ impl Settings {
                 ),
             ));
         }
-        if zk.tls.is_some() {
+        match (zk.secure_listen, &zk.tls) {
+            (Some(_), None) => {
+                return Err(fail(
+                    "adapters.zookeeper.tls",
+                    "must name a TLS profile when adapters.zookeeper.secure_listen is set".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(fail(
+                    "adapters.zookeeper.secure_listen",
+                    "must be set when adapters.zookeeper.tls is (TLS is served on the secure \
+                     port only; adapters.zookeeper.listen stays plaintext)"
+                        .into(),
+                ));
+            }
+            (Some(secure), Some(_)) if zk.plaintext && secure == zk.listen => {
+                return Err(fail(
+                    "adapters.zookeeper.secure_listen",
+                    format!("{secure} is also adapters.zookeeper.listen"),
+                ));
+            }
+            _ => {}
+        }
+        if zk.enabled && !zk.plaintext && zk.secure_listen.is_none() {
             return Err(fail(
-                "adapters.zookeeper.tls",
-                "TLS listeners are not available in this build yet".into(),
+                "adapters.zookeeper.plaintext",
+                "false needs adapters.zookeeper.secure_listen (otherwise nothing is served)".into(),
             ));
         }
-        if let Some(profile) = &self.adapters.etcd.tls
-            && !self.tls.contains_key(profile)
-        {
-            return Err(fail(
-                "adapters.etcd.tls",
-                format!("no TLS profile named {profile:?} ([tls.{profile}] is missing)"),
-            ));
+        let profile_refs = [
+            ("adapters.etcd.tls", &self.adapters.etcd.tls),
+            ("adapters.zookeeper.tls", &zk.tls),
+        ];
+        for (key, reference) in profile_refs {
+            if let Some(profile) = reference
+                && !self.tls.contains_key(profile)
+            {
+                return Err(fail(
+                    key,
+                    format!("no TLS profile named {profile:?} ([tls.{profile}] is missing)"),
+                ));
+            }
         }
         for (name, profile) in &self.tls {
             if let Some(version) = &profile.min_version
@@ -530,6 +566,55 @@ mod tests {
         let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
         assert_eq!(err.key, "tls.server.min_version");
         assert!(err.message.contains("\"1.2\" or \"1.3\""), "{err}");
+    }
+
+    #[test]
+    fn zookeeper_secure_port_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "").unwrap();
+        let profile = format!("[tls.zk]\ncert = {pem:?}\nkey = {pem:?}\n");
+        let cases = [
+            (
+                "secure_listen = \"127.0.0.1:2281\"\n",
+                "adapters.zookeeper.tls",
+                "must name a TLS profile",
+            ),
+            (
+                "tls = \"zk\"\n",
+                "adapters.zookeeper.secure_listen",
+                "must be set when",
+            ),
+            (
+                "secure_listen = \"127.0.0.1:2281\"\ntls = \"nope\"\n",
+                "adapters.zookeeper.tls",
+                "no TLS profile named \"nope\"",
+            ),
+            (
+                "secure_listen = \"127.0.0.1:2181\"\ntls = \"zk\"\n",
+                "adapters.zookeeper.secure_listen",
+                "is also adapters.zookeeper.listen",
+            ),
+            (
+                "plaintext = false\n",
+                "adapters.zookeeper.plaintext",
+                "needs adapters.zookeeper.secure_listen",
+            ),
+        ];
+        for (section, key, message) in cases {
+            let file = write_config(&format!("{profile}[adapters.zookeeper]\n{section}"));
+            let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+            assert_eq!(err.key, key, "{section}");
+            assert!(err.message.contains(message), "{section}: {err}");
+        }
+        let file = write_config(&format!(
+            "{profile}[adapters.zookeeper]\nplaintext = false\nsecure_listen = \"127.0.0.1:2181\"\ntls = \"zk\"\n"
+        ));
+        let settings = Settings::load_with_env(&args_for(&file), no_env()).unwrap();
+        assert_eq!(
+            settings.adapters.zookeeper.secure_listen.map(|a| a.port()),
+            Some(2181)
+        );
     }
 
     #[test]

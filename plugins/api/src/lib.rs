@@ -3,6 +3,8 @@
 //! host starts it with a kernel handle and a shutdown signal, and it answers with the
 //! addresses it bound and a task that ends when it has stopped.
 
+pub mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;

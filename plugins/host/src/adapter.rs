@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use concord_kernel::Kernel;
 use concord_plugin_api::{
-    Adapter, AdapterContext, AdapterError, RunningAdapter, ShutdownSignal, StartFuture,
+    Adapter, AdapterContext, AdapterError, RunningAdapter, ShutdownSignal, StartFuture, tls,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -211,10 +211,11 @@ async fn open_connection(
     let ends = Ends { peer, local };
     match tls {
         None => serve_connection(connection, stream, ends, false, events).await,
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(stream) => serve_connection(connection, stream, ends, true, events).await,
-            Err(e) => tracing::warn!(%peer, "TLS handshake refused: {e}"),
-        },
+        Some(acceptor) => {
+            if let Some(stream) = tls::accept(&acceptor, stream, "a plugin's port").await {
+                serve_connection(connection, stream, ends, true, events).await;
+            }
+        }
     }
 }
 

@@ -108,17 +108,10 @@ impl Routes {
             }
             return;
         };
-        let peer = stream.peer_addr().ok();
-        let tls = match tokio::time::timeout(SNIFF_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::warn!(?peer, error = %e, "TLS handshake refused on the etcd client port");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(?peer, "TLS handshake timed out on the etcd client port");
-                return;
-            }
+        let Some(tls) =
+            concord_plugin_api::tls::accept(&acceptor, stream, "the etcd client port").await
+        else {
+            return;
         };
         let http1 = tls.get_ref().1.alpn_protocol() == Some(b"http/1.1".as_slice());
         match (&self.http1, http1) {

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use concord_kernel::Kernel;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::server::TlsStream;
 
 use crate::acl::{self, Identity};
 use crate::codes::ErrorCode;
@@ -52,6 +53,32 @@ fn lease_ttl(timeout_ms: i32) -> i64 {
     (i64::from(timeout_ms.max(1)) + 999) / 1000
 }
 
+/// A client connection's byte stream (plain TCP, or TLS on the secure port), split into
+/// a reader and a writer for the connection's two tasks.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+/// Plain TCP splits into owned halves, without a lock between them.
+impl Transport for TcpStream {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+/// A TLS session is one state machine for both directions: tokio's split shares it.
+impl Transport for TlsStream<TcpStream> {
+    type Reader = tokio::io::ReadHalf<Self>;
+    type Writer = tokio::io::WriteHalf<Self>;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+}
+
 /// One unit of work for the responder, in request order.
 enum Job {
     Reply(Reply),
@@ -78,9 +105,8 @@ enum Job {
     Close,
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+/// Serves one accepted connection (past its TLS handshake, if any) until it closes.
+pub async fn serve<S: Transport>(shared: Arc<Shared>, mut stream: S, peer: SocketAddr) {
     let mut first = Vec::with_capacity(64);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         while first.len() < 4 {
@@ -137,7 +163,7 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
 }
 
 async fn read_connect(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     frames: &mut FrameBuffer,
 ) -> Result<ConnectRequest, String> {
     let body = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
@@ -162,7 +188,7 @@ async fn read_connect(
 /// `Ok(None)`: the session had expired (answered so; the connection closes).
 async fn establish(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     request: &ConnectRequest,
     info: &ConnectionInfo,
 ) -> Result<Option<i64>, String> {
@@ -250,9 +276,9 @@ impl SessionState {
     }
 }
 
-async fn run_session(
+async fn run_session<S: Transport>(
     shared: &Arc<Shared>,
-    stream: TcpStream,
+    stream: S,
     frames: FrameBuffer,
     connection_id: u64,
     info: &Arc<ConnectionInfo>,
@@ -269,7 +295,7 @@ async fn run_session(
         }])),
         extended_types: shared.options.extended_types,
     });
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = stream.split();
     let (jobs_tx, jobs) = mpsc::channel(MAX_QUEUED_JOBS);
     let reader_task = tokio::spawn(read_requests(
         shared.clone(),
@@ -325,7 +351,7 @@ async fn read_requests(
     shared: Arc<Shared>,
     session: Arc<SessionState>,
     info: Arc<ConnectionInfo>,
-    mut reader: OwnedReadHalf,
+    mut reader: impl AsyncRead + Unpin,
     mut frames: FrameBuffer,
     jobs: mpsc::Sender<Job>,
 ) {
@@ -461,7 +487,7 @@ async fn read_requests(
     }
 }
 
-struct Responder {
+struct Responder<W> {
     shared: Arc<Shared>,
     session: Arc<SessionState>,
     info: Arc<ConnectionInfo>,
@@ -470,7 +496,7 @@ struct Responder {
     /// Whether the dispatcher delivers to this connection (from its first watch on).
     registered: bool,
     notifications: mpsc::UnboundedReceiver<WatcherEvent>,
-    out: BufWriter<OwnedWriteHalf>,
+    out: BufWriter<W>,
 }
 
 /// Whether a read may leave a watch behind.
@@ -485,7 +511,7 @@ fn sets_watch(request: &Request) -> bool {
     }
 }
 
-impl Responder {
+impl<W: AsyncWrite + Unpin> Responder<W> {
     async fn run(&mut self, mut jobs: mpsc::Receiver<Job>) {
         loop {
             let keep_going = tokio::select! {

@@ -128,8 +128,14 @@ pub async fn answer(shared: &Shared, word: &str, peer: SocketAddr) -> String {
         }
         "conf" => {
             let o = &shared.options;
-            let _ = writeln!(out, "clientPort={}", o.listen.port());
-            let _ = writeln!(out, "clientPortAddress={}", o.listen.ip());
+            if let Some(listen) = o.listen {
+                let _ = writeln!(out, "clientPort={}", listen.port());
+                let _ = writeln!(out, "clientPortAddress={}", listen.ip());
+            }
+            if let Some(listen) = o.secure_listen {
+                let _ = writeln!(out, "secureClientPort={}", listen.port());
+                let _ = writeln!(out, "secureClientPortAddress={}", listen.ip());
+            }
             let _ = writeln!(out, "dataDir={}", o.data_dir);
             let _ = writeln!(out, "tickTime={}", o.tick_time_ms);
             let _ = writeln!(out, "minSessionTimeout={}", o.min_session_timeout_ms);

@@ -1,5 +1,6 @@
-//! The ZooKeeper adapter: listens on the client port, accepts connections (each served
-//! by [`crate::connection`]), keeps what all connections share (options, the watch
+//! The ZooKeeper adapter: listens on the plain client port and/or the secure (TLS) one,
+//! as ZooKeeper's `clientPort` and `secureClientPort`, accepts connections (each served
+//! by [`crate::connection`], a TLS handshake first on the secure port), keeps what all connections share (options, the watch
 //! dispatcher, live connections and sessions, counters for the four-letter words), and
 //! on the leader removes empty containers and expired TTL nodes on a timer.
 
@@ -14,6 +15,8 @@ use concord_kernel::types::{Acl, TreeOp};
 use concord_plugin_api::{Adapter, AdapterContext, AdapterError, RunningAdapter, StartFuture};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OnceCell};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::codes::perms;
 use crate::watches::WatchDispatcher;
@@ -23,7 +26,11 @@ const NAME: &str = "zookeeper";
 /// The adapter's settings (the `[adapters.zookeeper]` section).
 #[derive(Debug, Clone)]
 pub struct ZookeeperOptions {
-    pub listen: SocketAddr,
+    /// The plaintext client port (`clientPort`), if served.
+    pub listen: Option<SocketAddr>,
+    /// The TLS client port (`secureClientPort`), if served; needs
+    /// [`ZookeeperAdapter::tls`].
+    pub secure_listen: Option<SocketAddr>,
     pub tick_time_ms: u32,
     pub min_session_timeout_ms: u32,
     pub max_session_timeout_ms: u32,
@@ -39,6 +46,19 @@ pub struct ZookeeperOptions {
 #[derive(Debug)]
 pub struct ZookeeperAdapter {
     pub options: ZookeeperOptions,
+    /// The TLS configuration of the secure port (no ALPN: ZooKeeper has none).
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AdapterError> {
+    let bind_error = |source| AdapterError::Bind {
+        adapter: NAME.into(),
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 /// Request latency and packet counters, as `srvr`/`mntr` report them.
@@ -194,16 +214,19 @@ impl Adapter for ZookeeperAdapter {
 
     fn start(self: Box<Self>, context: AdapterContext) -> StartFuture {
         Box::pin(async move {
-            let listen = self.options.listen;
-            let listener =
-                TcpListener::bind(listen)
-                    .await
-                    .map_err(|source| AdapterError::Bind {
+            let mut listeners = Vec::new();
+            if let Some(listen) = self.options.listen {
+                listeners.push((bind(listen).await?, None));
+            }
+            if let Some(listen) = self.options.secure_listen {
+                let Some(tls) = self.tls.clone() else {
+                    return Err(AdapterError::Failed {
                         adapter: NAME.into(),
-                        addr: listen,
-                        source,
-                    })?;
-            let bound = listener.local_addr().unwrap_or(listen);
+                        message: format!("secure port {listen} without a TLS configuration"),
+                    });
+                };
+                listeners.push((bind(listen).await?, Some(TlsAcceptor::from(tls))));
+            }
             let dispatcher = WatchDispatcher::start(context.kernel.clone()).map_err(|e| {
                 AdapterError::Failed {
                     adapter: NAME.into(),
@@ -221,10 +244,18 @@ impl Adapter for ZookeeperAdapter {
                 next_connection: AtomicU64::new(0),
                 system_nodes: OnceCell::new(),
             });
-            let task = tokio::spawn(serve(listener, shared, context));
+            let listening_on = listeners.iter().map(|((_, bound), _)| *bound).collect();
+            for ((_, bound), tls) in &listeners {
+                tracing::info!(%bound, tls = tls.is_some(), "zookeeper listening");
+            }
+            let listeners = listeners
+                .into_iter()
+                .map(|((listener, _), tls)| (listener, tls))
+                .collect();
+            let task = tokio::spawn(serve(listeners, shared, context));
             Ok(RunningAdapter {
                 name: NAME.into(),
-                listening_on: vec![bound],
+                listening_on,
                 task,
             })
         })
@@ -232,33 +263,58 @@ impl Adapter for ZookeeperAdapter {
 }
 
 async fn serve(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Option<TlsAcceptor>)>,
     shared: Arc<Shared>,
     context: AdapterContext,
 ) -> Result<(), AdapterError> {
     let reaper = tokio::spawn(reap_expired_nodes(shared.clone()));
-    let shutdown = context.shutdown.wait();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(crate::connection::serve(shared.clone(), stream, peer));
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: keep serving the others.
-                    tracing::warn!(error = %e, "zookeeper accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, tls)| tokio::spawn(accept_loop(listener, tls, shared.clone())))
+        .collect();
+    context.shutdown.wait().await;
     reaper.abort();
+    for task in accepting {
+        task.abort();
+    }
     for connection in shared.connections() {
         connection.close.notify_one();
     }
     Ok(())
+}
+
+/// Accepts connections on one port; each is served on a task of its own, which on the
+/// secure port first runs the TLS handshake (a refused one closes only that connection).
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors and the like: keep serving the others.
+                tracing::warn!(error = %e, "zookeeper accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        match &tls {
+            None => {
+                tokio::spawn(crate::connection::serve(shared, stream, peer));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let port = "the zookeeper secure port";
+                    if let Some(stream) =
+                        concord_plugin_api::tls::accept(&acceptor, stream, port).await
+                    {
+                        crate::connection::serve(shared, stream, peer).await;
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// On the leader, every `container_check_interval`: deletes containers whose last child
