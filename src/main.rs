@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use concord_config::{Cli, PluginAdapterSettings, RestoreArgs, ServeArgs, Settings, Subcommand};
+use concord_config::{
+    Cli, InitialClusterState, PluginAdapterSettings, RestoreArgs, ServeArgs, Settings, Subcommand,
+};
 use concord_etcd_v2::{EtcdV2Adapter, V2Service};
 use concord_etcd_v3::{ClientStream, EtcdV3Adapter, Http1Handoff};
 use concord_kernel::{Kernel, KernelConfig};
@@ -37,6 +39,15 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
             settings.raft.lease_checkpoint_interval_ms,
         ),
         quota_backend_bytes: settings.limits.quota_backend_bytes,
+        initial_members: settings
+            .cluster_members()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (m.name, m.peer_url))
+            .collect(),
+        join_existing: settings.cluster.initial_cluster_state == InitialClusterState::Existing,
+        cluster_token: settings.cluster.initial_cluster_token.clone(),
+        peer_listen: settings.peer_listen(),
     }
 }
 

@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::ServeArgs;
+use crate::cluster::{ClusterSettings, InitialMember, peer_socket_addr};
 use crate::plugins::{PluginAdapterSettings, PluginSettings, plugin_adapters};
 
 /// A configuration that cannot be used, with the file (or source) and key at fault.
@@ -26,6 +27,7 @@ pub struct Settings {
     pub node: NodeSettings,
     pub limits: Limits,
     pub raft: RaftSettings,
+    pub cluster: ClusterSettings,
     pub adapters: Adapters,
     /// Named TLS profiles that listeners refer to.
     pub tls: BTreeMap<String, TlsProfile>,
@@ -420,6 +422,8 @@ impl Settings {
                 "false needs adapters.zookeeper.secure_listen (otherwise nothing is served)".into(),
             ));
         }
+        self.cluster_members()
+            .map_err(|(key, message)| fail(key, message))?;
         let profile_refs = [
             ("adapters.etcd.tls", &self.adapters.etcd.tls),
             ("adapters.zookeeper.tls", &zk.tls),
@@ -448,6 +452,52 @@ impl Settings {
         self.plugin_adapters()
             .map_err(|(key, message)| fail(&key, message))?;
         Ok(())
+    }
+
+    /// The members the cluster bootstraps with (this node alone when
+    /// `cluster.initial_cluster` is empty); this node must be one of them, under its
+    /// `node.name` and `node.peer_url`.
+    pub fn cluster_members(&self) -> Result<Vec<InitialMember>, (&'static str, String)> {
+        let key = "cluster.initial_cluster";
+        let mut members = self.cluster.initial_members().map_err(|m| (key, m))?;
+        if members.is_empty() {
+            members.push(InitialMember {
+                name: self.node.name.clone(),
+                peer_url: self.node.peer_url.clone(),
+            });
+        }
+        let Some(me) = members.iter().find(|m| m.name == self.node.name) else {
+            return Err((
+                key,
+                format!("does not name this node ({:?}, node.name)", self.node.name),
+            ));
+        };
+        if me.peer_url != self.node.peer_url {
+            return Err((
+                "node.peer_url",
+                format!(
+                    "is {:?} but cluster.initial_cluster gives {:?} for {:?}",
+                    self.node.peer_url, me.peer_url, me.name
+                ),
+            ));
+        }
+        peer_socket_addr(&self.node.peer_url).map_err(|m| ("node.peer_url", m))?;
+        Ok(members)
+    }
+
+    /// Where the peer port binds: `cluster.peer_listen`, else `node.peer_url`'s address
+    /// when there are other members; `None` for a node alone without a peer port.
+    pub fn peer_listen(&self) -> Option<SocketAddr> {
+        if self.cluster.peer_listen.is_some() {
+            return self.cluster.peer_listen;
+        }
+        let alone = self.cluster_members().is_ok_and(|m| m.len() == 1)
+            && self.cluster.initial_cluster_state == crate::InitialClusterState::New;
+        if alone {
+            None
+        } else {
+            peer_socket_addr(&self.node.peer_url).ok()
+        }
     }
 
     /// The adapters of loaded plugins, each with its section's host keys and the JSON of

@@ -1,10 +1,14 @@
 //! The kernel's consensus module: the openraft type configuration, the commands that go
 //! through the Raft log, and the peer network. Nothing here leaks into the public API.
 
+use std::collections::HashMap;
 use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use openraft::BasicNode;
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -12,7 +16,9 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::PeerRequest;
 use crate::error::KernelError;
+use crate::peer::{PeerClient, PeerError, peer_addr};
 use crate::types::{
     Alarm, LeaseId, Revision, TreeError, TreeOp, TreeOpResult, TxnRequest, TxnResponse,
 };
@@ -81,7 +87,7 @@ openraft::declare_raft_types!(
         D = Command,
         R = CommandOutcome,
         NodeId = u64,
-        Node = BasicNode,
+        Node = MemberNode,
         SnapshotData = Cursor<Vec<u8>>,
 );
 
@@ -89,62 +95,127 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<u64>;
 pub type StorageError = openraft::StorageError<u64>;
 
-/// Peer network of a one-member group: there is no peer to reach, so every RPC reports
-/// the target unreachable. Multi-member clusters replace this with the peer transport.
+/// What the group knows of a member: its name and URLs (etcd's member attributes).
+/// A member added with MemberAdd has no name or client URLs until it starts and
+/// publishes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNode {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+impl MemberNode {
+    /// Where this member's peer port is: its first peer URL that is `http(s)://IP:PORT`.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_urls.iter().find_map(|url| peer_addr(url))
+    }
+}
+
+/// Raft's RPCs, as the peer port carries them.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+}
+
+/// Peer connections, one per member address, shared by Raft and the kernel.
 #[derive(Debug, Clone, Default)]
-pub struct SingleMemberNetwork;
+pub struct PeerNetwork {
+    clients: Arc<Mutex<HashMap<SocketAddr, PeerClient>>>,
+}
 
+impl PeerNetwork {
+    /// The (shared) connection to `addr`.
+    pub fn client(&self, addr: SocketAddr) -> PeerClient {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(addr)
+            .or_insert_with(|| PeerClient::new(addr))
+            .clone()
+    }
+}
+
+/// Raft's view of one target member.
 #[derive(Debug)]
-pub struct NoPeer {
+pub struct PeerLink {
     target: u64,
+    client: Result<PeerClient, String>,
 }
 
-impl NoPeer {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
-        let why = std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
-            format!(
-                "member {} is not reachable: this node runs a one-member group",
-                self.target
-            ),
-        );
-        RPCError::Unreachable(Unreachable::new(&why))
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerLink {
+        PeerLink {
+            target,
+            client: node
+                .peer_addr()
+                .map(|addr| self.client(addr))
+                .ok_or_else(|| {
+                    format!(
+                        "member {target:x} has no usable peer URL: {:?}",
+                        node.peer_urls
+                    )
+                }),
+        }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for SingleMemberNetwork {
-    type Network = NoPeer;
-
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> NoPeer {
-        NoPeer { target }
+impl PeerLink {
+    async fn call<Reply, E>(
+        &self,
+        rpc: RaftRpc,
+        option: &RPCOption,
+    ) -> Result<Reply, RPCError<u64, MemberNode, RaftError<u64, E>>>
+    where
+        Reply: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+        Result<Reply, RaftError<u64, E>>: serde::de::DeserializeOwned,
+    {
+        let client = self.client.as_ref().map_err(|why| {
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.clone())))
+        })?;
+        let answer: Result<Result<Reply, RaftError<u64, E>>, PeerError> = client
+            .send(&PeerRequest::Raft(rpc), option.hard_ttl())
+            .await;
+        match answer {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(e @ PeerError::Unreachable { .. }) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeer {
+impl RaftNetwork<TypeConfig> for PeerLink {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
+        self.call(RaftRpc::AppendEntries(rpc), &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+        RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        self.call(RaftRpc::InstallSnapshot(rpc), &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
+        self.call(RaftRpc::Vote(rpc), &option).await
     }
 }

@@ -40,6 +40,25 @@ pub enum KernelError {
     NoLeader,
     #[error("request timed out")]
     Timeout,
+    /// The leader changed (or its connection was lost) while the request was in flight:
+    /// it may or may not have been applied.
+    #[error("leader changed")]
+    LeaderChanged,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    /// A peer URL that is not `http(s)://IP:PORT`.
+    #[error("invalid peer URL {0:?}")]
+    BadPeerUrl(String),
+    #[error("can only promote a learner member")]
+    NotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// The change would leave the cluster without a quorum of started members, or
+    /// another change is still in progress.
+    #[error("re-configuration failed: {0}")]
+    Reconfiguration(String),
     #[error("kernel is shutting down")]
     Shutdown,
     #[error("storage failure: {0}")]
@@ -52,7 +71,10 @@ impl KernelError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            KernelError::NotLeader { .. } | KernelError::NoLeader | KernelError::Timeout
+            KernelError::NotLeader { .. }
+                | KernelError::NoLeader
+                | KernelError::Timeout
+                | KernelError::LeaderChanged
         )
     }
 }

@@ -11,14 +11,15 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft::{Config, SnapshotPolicy};
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::alarm::Alarms;
 use crate::backup::{self, SnapshotInfo};
-use crate::consensus::{Command, CommandOutcome, CommandReply, Raft, SingleMemberNetwork};
+use crate::cluster::{PeerState, start_peer_server};
+use crate::consensus::{Command, CommandOutcome, CommandReply, MemberNode, PeerNetwork, Raft};
 use crate::error::{KernelError, KernelResult};
 use crate::lease::{Lessor, MAX_LEASE_TTL};
 use crate::log_store::{LogStore, open_log_db, read_local_meta, write_local_meta};
@@ -43,8 +44,8 @@ pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
 /// How long shutdown waits for Raft's tasks to release storage.
 const SHUTDOWN_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// On-disk format version, checked at open.
-const DATA_VERSION: u32 = 1;
+/// On-disk format version, checked at open (2: members carry name and URLs).
+const DATA_VERSION: u32 = 2;
 const META_IDENTITY: &[u8] = b"identity";
 
 /// Everything the kernel needs to start. Built and validated by the config crate.
@@ -67,6 +68,16 @@ pub struct KernelConfig {
     /// Storage size past which the NOSPACE alarm is raised (etcd's
     /// `quota-backend-bytes`).
     pub quota_backend_bytes: u64,
+    /// The members an empty data dir bootstraps with, `(name, peer URL)`; empty or
+    /// this member alone: a one-member group.
+    pub initial_members: Vec<(String, String)>,
+    /// An empty data dir waits to be replicated to by a running cluster's leader (this
+    /// member was added with MemberAdd) instead of bootstrapping.
+    pub join_existing: bool,
+    /// Member and cluster ids derive from it.
+    pub cluster_token: String,
+    /// Where the peer port binds (`None`: no peer port, for a node alone).
+    pub peer_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for KernelConfig {
@@ -83,6 +94,10 @@ impl Default for KernelConfig {
             snapshot_every_entries: 10_000,
             lease_checkpoint_interval: Duration::from_secs(5),
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,
+            initial_members: Vec::new(),
+            join_existing: false,
+            cluster_token: "concord-cluster".into(),
+            peer_listen: None,
         }
     }
 }
@@ -130,20 +145,13 @@ impl Identity {
             }
             return Ok(identity);
         }
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let member_id = fnv1a(&[
-            config.name.as_bytes(),
-            config.peer_url.as_bytes(),
-            &created.to_be_bytes(),
-        ]);
+        // Derived, as etcd derives them, from the token and the peer URL: every member
+        // computes the same ids for the initial cluster, and MemberAdd the joiner's.
         let identity = Identity {
             data_version: DATA_VERSION,
             name: config.name.clone(),
-            member_id,
-            cluster_id: fnv1a(&[&member_id.to_be_bytes(), b"concord-cluster"]),
+            member_id: member_id_for(&config.cluster_token, &config.peer_url),
+            cluster_id: fnv1a(&[config.cluster_token.as_bytes(), b"concord-cluster-id"]),
         };
         let raw =
             postcard::to_allocvec(&identity).map_err(|e| KernelError::Storage(e.to_string()))?;
@@ -152,12 +160,17 @@ impl Identity {
     }
 }
 
-struct Inner {
-    raft: Raft,
+/// The id of the member whose first peer URL is `peer_url`, in the cluster of `token`.
+pub(crate) fn member_id_for(token: &str, peer_url: &str) -> u64 {
+    fnv1a(&[token.as_bytes(), peer_url.as_bytes()])
+}
+
+pub(crate) struct Inner {
+    pub(crate) raft: Raft,
     state_db: Arc<DB>,
     log_db: Arc<DB>,
     identity: Identity,
-    config: KernelConfig,
+    pub(crate) config: KernelConfig,
     hub: WatchHub,
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
@@ -168,7 +181,24 @@ struct Inner {
     proposals: mpsc::UnboundedSender<Proposal>,
     /// Low bits of generated lease ids.
     lease_counter: AtomicU64,
+    /// Connections to the other members.
+    pub(crate) network: PeerNetwork,
+    /// The peer port's accept loop, stopped at shutdown.
+    peer_server: Option<tokio::task::JoinHandle<()>>,
 }
+
+impl Inner {
+    /// Whether the group is this member alone (then there is nobody to forward to).
+    pub(crate) fn single_member(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let mut voters = metrics.membership_config.membership().voter_ids();
+        voters.next() == Some(self.identity.member_id) && voters.next().is_none()
+    }
+}
+
+/// A write's outcome and the index of the log entry that carried it (0: none).
+pub(crate) type Applied = (CommandOutcome, u64);
 
 /// Commands proposed together in one log entry, at most.
 const MAX_BATCH_COMMANDS: usize = 512;
@@ -182,7 +212,7 @@ const MAX_ENTRIES_IN_FLIGHT: usize = 1;
 struct Proposal {
     command: Command,
     size: usize,
-    reply: oneshot::Sender<CommandOutcome>,
+    reply: oneshot::Sender<Applied>,
 }
 
 /// Proposes queued commands until every kernel handle is gone: one command alone as
@@ -226,22 +256,22 @@ async fn run_proposer(raft: Raft, mut queue: mpsc::UnboundedReceiver<Proposal>) 
 async fn propose_entry(raft: &Raft, mut batch: Vec<Proposal>) {
     if batch.len() == 1 {
         if let Some(single) = batch.pop() {
-            let outcome = match raft.client_write(single.command).await {
-                Ok(resp) => resp.data,
-                Err(e) => Err(map_write_error(e)),
+            let applied = match raft.client_write(single.command).await {
+                Ok(resp) => (resp.data, resp.log_id.index),
+                Err(e) => (Err(map_write_error(e)), 0),
             };
-            let _ = single.reply.send(outcome);
+            let _ = single.reply.send(applied);
         }
         return;
     }
-    let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<CommandOutcome>>) =
+    let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<Applied>>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();
     let count = replies.len();
     match raft.client_write(Command::Batch(commands)).await {
         Ok(resp) => match resp.data {
             Ok(CommandReply::Batch(outcomes)) if outcomes.len() == count => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
+                    let _ = reply.send((outcome, resp.log_id.index));
                 }
             }
             other => {
@@ -250,22 +280,60 @@ async fn propose_entry(raft: &Raft, mut batch: Vec<Proposal>) {
                     Ok(_) => KernelError::Storage("batch produced no batch reply".into()),
                 };
                 for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
+                    let _ = reply.send((Err(error.clone()), resp.log_id.index));
                 }
             }
         },
         Err(e) => {
             let error = map_write_error(e);
             for reply in replies {
-                let _ = reply.send(Err(error.clone()));
+                let _ = reply.send((Err(error.clone()), 0));
             }
         }
     }
 }
 
+/// A command on its way through Raft.
+type PendingCommand = std::pin::Pin<Box<dyn Future<Output = CommandOutcome> + Send>>;
+
+/// The command's encoded size, if it is within `limit` (etcd's "request is too large").
+fn checked_size(command: &Command, limit: usize) -> KernelResult<usize> {
+    let size = postcard::experimental::serialized_size(command)
+        .map_err(|e| KernelError::Storage(e.to_string()))?;
+    if size > limit {
+        return Err(KernelError::RequestTooLarge);
+    }
+    Ok(size)
+}
+
+/// The membership an empty data dir bootstraps: the initial members (this one alone if
+/// none are given), with the names and peer URLs configured. Every initial member
+/// writes this same entry, so it holds nothing one member knows and the others do not:
+/// client URLs are published once the members run.
+fn initial_membership(config: &KernelConfig, own_id: u64) -> BTreeMap<u64, MemberNode> {
+    let mut members: BTreeMap<u64, MemberNode> = config
+        .initial_members
+        .iter()
+        .map(|(name, peer_url)| {
+            let node = MemberNode {
+                name: name.clone(),
+                peer_urls: vec![peer_url.clone()],
+                client_urls: Vec::new(),
+            };
+            (member_id_for(&config.cluster_token, peer_url), node)
+        })
+        .collect();
+    members.entry(own_id).or_insert_with(|| MemberNode {
+        name: config.name.clone(),
+        peer_urls: vec![config.peer_url.clone()],
+        client_urls: Vec::new(),
+    });
+    members
+}
+
 /// Keeps `term` equal to openraft's current term until the kernel is gone.
 async fn follow_term(
-    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, MemberNode>>,
     term: Weak<AtomicU64>,
 ) {
     while metrics.changed().await.is_ok() {
@@ -282,7 +350,7 @@ const LEASE_TICK: Duration = Duration::from_millis(100);
 /// A cheap, cloneable handle to the running kernel.
 #[derive(Clone)]
 pub struct Kernel {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -294,11 +362,10 @@ impl std::fmt::Debug for Kernel {
     }
 }
 
-fn map_write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> KernelError {
+fn map_write_error(e: RaftError<u64, ClientWriteError<u64, MemberNode>>) -> KernelError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => KernelError::NotLeader {
-            leader: f.leader_id,
-        },
+        // Leadership moved between queueing and proposing: the client may retry.
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => KernelError::LeaderChanged,
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             KernelError::Storage(e.to_string())
         }
@@ -306,7 +373,7 @@ fn map_write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Kerne
     }
 }
 
-fn map_read_error(e: RaftError<u64, CheckIsLeaderError<u64, BasicNode>>) -> KernelError {
+fn map_read_error(e: RaftError<u64, CheckIsLeaderError<u64, MemberNode>>) -> KernelError {
     match e {
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => KernelError::NotLeader {
             leader: f.leader_id,
@@ -344,10 +411,18 @@ impl Kernel {
         }
         .validate()
         .map_err(|e| KernelError::Storage(format!("raft config: {e}")))?;
+        // Bound before Raft starts, so a port in use stops start-up with its address.
+        let peer_listener = match config.peer_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                KernelError::Storage(format!("cannot listen on peer address {addr}: {e}"))
+            })?),
+            None => None,
+        };
+        let network = PeerNetwork::default();
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),
-            SingleMemberNetwork,
+            network.clone(),
             LogStore::new(log_db.clone())?,
             StateMachine::new(
                 state_db.clone(),
@@ -358,25 +433,47 @@ impl Kernel {
         )
         .await
         .map_err(|e| KernelError::Storage(format!("cannot start raft: {e}")))?;
+        let peer_state = Arc::new(PeerState::default());
+        let _ = peer_state.raft.set(raft.clone());
+        let peer_server = peer_listener.map(|l| start_peer_server(l, peer_state.clone()));
+        let initial = initial_membership(&config, identity.member_id);
+        let alone = initial.len() == 1 && !config.join_existing;
         if !raft
             .is_initialized()
             .await
             .map_err(|_| KernelError::Shutdown)?
         {
-            let mut members = BTreeMap::new();
-            members.insert(identity.member_id, BasicNode::new(config.peer_url.clone()));
-            raft.initialize(members)
-                .await
-                .map_err(|e| KernelError::Storage(format!("cannot bootstrap: {e}")))?;
-            tracing::info!(member_id = %format!("{:x}", identity.member_id), "bootstrapped a one-member cluster");
+            if config.join_existing {
+                tracing::info!(
+                    member_id = %format!("{:x}", identity.member_id),
+                    "empty data dir: waiting for the cluster's leader to replicate to this member"
+                );
+            } else {
+                let count = initial.len();
+                raft.initialize(initial)
+                    .await
+                    .map_err(|e| KernelError::Storage(format!("cannot bootstrap: {e}")))?;
+                tracing::info!(member_id = %format!("{:x}", identity.member_id), members = count, "bootstrapped a new cluster");
+            }
         }
-        raft.wait(Some(timeout))
-            .metrics(
-                |m| m.current_leader == Some(identity.member_id),
-                "become leader",
-            )
+        if alone {
+            raft.wait(Some(timeout))
+                .metrics(
+                    |m| m.current_leader == Some(identity.member_id),
+                    "become leader",
+                )
+                .await
+                .map_err(|_| KernelError::NoLeader)?;
+        } else if raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
             .await
-            .map_err(|_| KernelError::NoLeader)?;
+            .is_err()
+        {
+            // Serve anyway: serializable reads work, and writes get "no leader" until
+            // a quorum is back.
+            tracing::warn!("no leader after {timeout:?}; serving while the cluster forms");
+        }
         // The state machine's own clock restore (after applying the log) does not
         // extend; leadership does, as etcd's promotion does.
         StateMachine::restore_lease_clocks(&state_db, &lessor, config.election_timeout)?;
@@ -398,9 +495,13 @@ impl Kernel {
                 lease_counter: AtomicU64::new(0),
                 term,
                 proposals,
+                network,
+                peer_server,
             }),
         };
+        let _ = peer_state.kernel.set(Arc::downgrade(&kernel.inner));
         tokio::spawn(run_lessor(Arc::downgrade(&kernel.inner)));
+        tokio::spawn(kernel.clone().publish_attributes());
         Ok(kernel)
     }
 
@@ -408,6 +509,9 @@ impl Kernel {
     /// the databases, so that dropping the last handle closes them and the data dir can
     /// be opened again.
     pub async fn shutdown(&self) {
+        if let Some(server) = &self.inner.peer_server {
+            server.abort();
+        }
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -469,15 +573,22 @@ impl Kernel {
         *header = self.header(header.revision);
     }
 
+    /// Waits until a read here is linearizable (unless `serializable`): read-index at
+    /// the leader, then this member's state machine applied up to it.
     async fn read_barrier(&self, serializable: bool) -> KernelResult<()> {
-        if !serializable {
-            self.inner
-                .raft
-                .ensure_linearizable()
-                .await
-                .map_err(map_read_error)?;
+        if serializable {
+            return Ok(());
         }
-        Ok(())
+        if self.leader_elsewhere().is_some() {
+            return self.remote_read_barrier().await;
+        }
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                self.remote_read_barrier().await
+            }
+            Err(e) => Err(map_read_error(e)),
+        }
     }
 
     pub async fn range(&self, req: RangeRequest) -> KernelResult<RangeResponse> {
@@ -562,18 +673,30 @@ impl Kernel {
     }
 
     async fn propose(&self, command: Command) -> KernelResult<CommandReply> {
-        let outcome = self.submit(command)?;
-        outcome.await.map_err(|_| KernelError::Shutdown)?
+        self.submit(command)?.await
     }
 
-    /// Queues a command for the proposer; commands are proposed (and applied) in the
-    /// order they were submitted. The receiver yields its outcome.
-    fn submit(&self, command: Command) -> KernelResult<oneshot::Receiver<CommandOutcome>> {
-        let size = postcard::experimental::serialized_size(&command)
-            .map_err(|e| KernelError::Storage(e.to_string()))?;
-        if size > self.inner.config.max_request_bytes {
-            return Err(KernelError::RequestTooLarge);
+    /// Queues a command for proposal: here when this member leads, on the leader's
+    /// connection otherwise. Commands are proposed (and applied) in the order they were
+    /// submitted. The future yields the outcome.
+    fn submit(&self, command: Command) -> KernelResult<PendingCommand> {
+        if self.leader_elsewhere().is_some() {
+            checked_size(&command, self.inner.config.max_request_bytes)?;
+            return Ok(Box::pin(self.forward(command)));
         }
+        let applied = self.submit_local(command)?;
+        Ok(Box::pin(async move {
+            applied.await.map_err(|_| KernelError::Shutdown)?.0
+        }))
+    }
+
+    /// Queues a command for this member's proposer (it fails with "leader changed" if
+    /// this member does not lead by then).
+    pub(crate) fn submit_local(
+        &self,
+        command: Command,
+    ) -> KernelResult<oneshot::Receiver<Applied>> {
+        let size = checked_size(&command, self.inner.config.max_request_bytes)?;
         let (reply, outcome) = oneshot::channel();
         self.inner
             .proposals
@@ -658,6 +781,9 @@ impl Kernel {
     /// Restarts a lease's clock at the leader. An unknown (or just expired) lease
     /// answers TTL 0, as etcd does.
     pub async fn lease_keep_alive(&self, id: LeaseId) -> KernelResult<LeaseKeepAliveResponse> {
+        if self.leader_elsewhere().is_some() {
+            return self.forward_keep_alive(id).await;
+        }
         self.read_barrier(false).await?;
         let ttl = self.inner.lessor.renew(id).unwrap_or(0);
         Ok(LeaseKeepAliveResponse {
@@ -673,6 +799,10 @@ impl Kernel {
         id: LeaseId,
         with_keys: bool,
     ) -> KernelResult<LeaseTimeToLiveResponse> {
+        // The leader's clocks are the ones that count.
+        if self.leader_elsewhere().is_some() {
+            return self.forward_time_to_live(id, with_keys).await;
+        }
         self.read_barrier(false).await?;
         let view = ReadView::snapshot(&self.inner.state_db);
         let header = self.header(view.revision()?);
@@ -836,7 +966,7 @@ impl Kernel {
         })?;
         let kernel = self.clone();
         Ok(async move {
-            match outcome.await.map_err(|_| KernelError::Shutdown)?? {
+            match outcome.await? {
                 CommandReply::Tree { revision, outcome } => Ok(TreeTxnResponse {
                     header: kernel.header(revision),
                     outcome,
@@ -922,31 +1052,31 @@ impl Kernel {
         Ok(read.node.map(|node| (read.children, node.stat)))
     }
 
-    /// The members of the group (one, until clustering lands).
+    /// The members of the group, voters and learners, in id order.
     pub fn members(&self) -> Vec<Member> {
         let metrics = self.inner.raft.metrics().borrow().clone();
-        metrics
-            .membership_config
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        membership
             .nodes()
-            .map(|(id, node)| Member {
-                id: *id,
-                name: if *id == self.member_id() {
-                    self.name().to_string()
-                } else {
-                    String::new()
-                },
-                peer_urls: vec![node.addr.clone()],
-                client_urls: if *id == self.member_id() {
-                    self.inner.config.client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-                is_learner: !metrics
-                    .membership_config
-                    .membership()
-                    .get_joint_config()
-                    .iter()
-                    .any(|c| c.contains(id)),
+            .map(|(id, node)| {
+                // This member knows its own attributes before the group has them.
+                let own = *id == self.member_id() && node.client_urls.is_empty();
+                Member {
+                    id: *id,
+                    name: if own {
+                        self.name().to_string()
+                    } else {
+                        node.name.clone()
+                    },
+                    peer_urls: node.peer_urls.clone(),
+                    client_urls: if own {
+                        self.inner.config.client_urls.clone()
+                    } else {
+                        node.client_urls.clone()
+                    },
+                    is_learner: !voters.contains(id),
+                }
             })
             .collect()
     }
@@ -985,7 +1115,11 @@ impl Kernel {
             raft_index: metrics.last_log_index.unwrap_or(0),
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
-            is_learner: false,
+            is_learner: !metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == self.member_id()),
             errors: Vec::new(),
         })
     }

@@ -4,6 +4,7 @@
 
 mod alarm;
 mod backup;
+mod cluster;
 mod consensus;
 mod encoding;
 pub mod error;
@@ -11,6 +12,7 @@ mod kernel;
 mod lease;
 mod log_store;
 mod mvcc;
+mod peer;
 mod state_machine;
 #[cfg(test)]
 mod storage_suite;
@@ -20,6 +22,7 @@ mod validate;
 mod watch;
 
 pub use backup::{SnapshotInfo, restore_snapshot};
+pub use cluster::{MembershipChange, MembershipOutcome};
 pub use error::{KernelError, KernelResult};
 pub use kernel::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Kernel, KernelConfig};
 pub use lease::MAX_LEASE_TTL;

@@ -10,9 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{
-    BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership,
-};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
     WriteOptions,
@@ -20,6 +18,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::{Alarms, META_ALARMS};
+use crate::consensus::MemberNode;
 use crate::consensus::{Command, CommandOutcome, CommandReply, LogId, StorageError, TypeConfig};
 use crate::error::{KernelError, KernelResult};
 use crate::lease::{LeaseRecord, Lessor, lease_key};
@@ -37,9 +36,9 @@ const META_BATCH_PROGRESS: &[u8] = b"batch_progress";
 /// Raft's own records in the `meta` column family (not part of the keyspace's state).
 pub(crate) const RAFT_META_KEYS: [&[u8]; 3] = [META_APPLIED, META_MEMBERSHIP, META_BATCH_PROGRESS];
 
-type Membership = StoredMembership<u64, BasicNode>;
+type Membership = StoredMembership<u64, MemberNode>;
 /// The last snapshot built or installed, shared with the snapshot builder.
-type SharedSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>;
+type SharedSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, MemberNode>, Vec<u8>)>>>;
 
 fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
@@ -465,7 +464,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
+        meta: &SnapshotMeta<u64, MemberNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();

@@ -262,7 +262,7 @@ pub struct LeaseGrantResponse {
     pub ttl: i64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseKeepAliveResponse {
     pub header: ResponseHeader,
     pub id: LeaseId,
@@ -270,7 +270,7 @@ pub struct LeaseKeepAliveResponse {
     pub ttl: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseTimeToLiveResponse {
     pub header: ResponseHeader,
     pub id: LeaseId,

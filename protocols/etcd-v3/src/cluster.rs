@@ -1,10 +1,11 @@
 //! The Cluster service: membership as etcd's tools see it.
 
-use concord_kernel::Kernel;
+use concord_kernel::{Kernel, MembershipChange};
 use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::pb::etcdserverpb::{self as pb, cluster_server::Cluster};
+use crate::status::to_status;
 
 #[derive(Debug, Clone)]
 pub struct ClusterService {
@@ -16,9 +17,29 @@ impl ClusterService {
         ClusterService { kernel }
     }
 
-    fn single_member_only(what: &str) -> Status {
-        Status::unimplemented(format!(
-            "concord: {what} needs a multi-member cluster, which this build does not run yet"
+    /// Runs a membership change (at the leader) and gives the member concerned and the
+    /// members after it, in etcd's messages.
+    async fn change(
+        &self,
+        change: MembershipChange,
+    ) -> Result<
+        (
+            Option<pb::Member>,
+            Option<pb::ResponseHeader>,
+            Vec<pb::Member>,
+        ),
+        Status,
+    > {
+        let (member, members) = self
+            .kernel
+            .change_membership(change)
+            .await
+            .map_err(|e| to_status(&e))?;
+        let revision = self.kernel.revision().map_err(|e| to_status(&e))?;
+        Ok((
+            member.map(convert::member),
+            convert::header(self.kernel.header(revision)),
+            members.into_iter().map(convert::member).collect(),
         ))
     }
 }
@@ -27,23 +48,44 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _: Request<pb::MemberAddRequest>,
+        request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(Self::single_member_only("MemberAdd"))
+        let request = request.into_inner();
+        let (member, header, members) = self
+            .change(MembershipChange::Add {
+                peer_urls: request.peer_ur_ls,
+                learner: request.is_learner,
+            })
+            .await?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header,
+            member,
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<pb::MemberRemoveRequest>,
+        request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(Self::single_member_only("MemberRemove"))
+        let (_, header, members) = self
+            .change(MembershipChange::Remove(request.into_inner().id))
+            .await?;
+        Ok(Response::new(pb::MemberRemoveResponse { header, members }))
     }
 
     async fn member_update(
         &self,
-        _: Request<pb::MemberUpdateRequest>,
+        request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Self::single_member_only("MemberUpdate"))
+        let request = request.into_inner();
+        let (_, header, members) = self
+            .change(MembershipChange::Update {
+                id: request.id,
+                peer_urls: request.peer_ur_ls,
+            })
+            .await?;
+        Ok(Response::new(pb::MemberUpdateResponse { header, members }))
     }
 
     async fn member_list(
@@ -59,8 +101,11 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _: Request<pb::MemberPromoteRequest>,
+        request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(Self::single_member_only("MemberPromote"))
+        let (_, header, members) = self
+            .change(MembershipChange::Promote(request.into_inner().id))
+            .await?;
+        Ok(Response::new(pb::MemberPromoteResponse { header, members }))
     }
 }

@@ -2,8 +2,8 @@
 
 use std::pin::Pin;
 
-use concord_kernel::Kernel;
 use concord_kernel::types::{Alarm, AlarmKind};
+use concord_kernel::{Kernel, MembershipChange};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -197,9 +197,17 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Self::not_supported("MoveLeader"))
+        let target = request.into_inner().target_id;
+        self.kernel
+            .change_membership(MembershipChange::MoveLeader(target))
+            .await
+            .map_err(|e| to_status(&e))?;
+        let revision = self.kernel.revision().map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: convert::header(self.kernel.header(revision)),
+        }))
     }
 
     async fn downgrade(

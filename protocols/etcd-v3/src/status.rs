@@ -38,6 +38,32 @@ pub fn to_status(error: &KernelError) -> Status {
         KernelError::NotLeader { .. } => (Code::FailedPrecondition, "etcdserver: not leader"),
         KernelError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
         KernelError::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+        KernelError::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed"),
+        KernelError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+        KernelError::PeerUrlExists => (
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists",
+        ),
+        KernelError::BadPeerUrl(url) => {
+            return Status::new(
+                Code::InvalidArgument,
+                format!("etcdserver: invalid peer URL {url:?} (want http://IP:PORT)"),
+            );
+        }
+        KernelError::NotLearner => (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member",
+        ),
+        KernelError::LearnerNotReady => (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
+        KernelError::Reconfiguration(detail) => {
+            return Status::new(
+                Code::FailedPrecondition,
+                format!("etcdserver: re-configuration failed: {detail}"),
+            );
+        }
         KernelError::Shutdown => (Code::Unavailable, "etcdserver: server stopped"),
         KernelError::Storage(detail) => {
             tracing::error!(%detail, "storage failure");

@@ -90,9 +90,16 @@ fn server_summary(shared: &Shared, out: &mut String, asking: Option<SocketAddr>,
     let _ = writeln!(out, "Node count: {nodes}");
 }
 
+/// The member's role as ZooKeeper names it (a Raft learner is an observer).
 fn mode(shared: &Shared) -> &'static str {
-    if shared.kernel.members().len() <= 1 {
+    let members = shared.kernel.members();
+    let learner = members
+        .iter()
+        .any(|m| m.id == shared.kernel.member_id() && m.is_learner);
+    if members.len() <= 1 {
         "standalone"
+    } else if learner {
+        "observer"
     } else if shared.kernel.is_leader() {
         "leader"
     } else {

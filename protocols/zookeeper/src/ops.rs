@@ -79,9 +79,10 @@ pub enum WriteShape {
 pub fn kernel_error_code(error: &KernelError) -> ErrorCode {
     match error {
         KernelError::RequestTooLarge => ErrorCode::MarshallingError,
-        KernelError::NotLeader { .. } | KernelError::NoLeader | KernelError::Timeout => {
-            ErrorCode::OperationTimeout
-        }
+        KernelError::NotLeader { .. }
+        | KernelError::NoLeader
+        | KernelError::Timeout
+        | KernelError::LeaderChanged => ErrorCode::OperationTimeout,
         KernelError::NoSpace => ErrorCode::QuotaExceeded,
         _ => ErrorCode::SystemError,
     }
