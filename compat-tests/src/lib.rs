@@ -21,6 +21,8 @@
 //! * [`v2`]: raw HTTP against the etcd v2 API (curl) and the normalising of its
 //!   answers (indexes relative to the session's start);
 //! * [`plugins`]: the workspace's plugin libraries and a Concord that loads them;
+//! * [`netns`]: a network-namespace lab ([`netns::NetLab`]): one namespace per cluster
+//!   node behind a bridge, with node isolation and healing for partition tests (root);
 //! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
 //!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
 //! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
@@ -42,6 +44,7 @@ pub mod check;
 pub mod diff;
 pub mod etcdctl;
 pub mod fixture;
+pub mod netns;
 pub mod normalize;
 pub mod plugins;
 pub mod python;
