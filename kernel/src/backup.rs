@@ -119,7 +119,16 @@ pub struct SnapshotInfo {
 
 /// Writes a point-in-time copy of the state machine to `path` (synced to disk).
 pub(crate) fn write_snapshot(db: &DB, path: &Path) -> KernelResult<SnapshotInfo> {
-    let view = ReadView::snapshot(db);
+    write_snapshot_of(&ReadView::snapshot(db), db, path)
+}
+
+/// Writes the state `view` sees to `path` (synced to disk); Raft snapshots are these
+/// files too, sent to a lagging member in chunks.
+pub(crate) fn write_snapshot_of(
+    view: &ReadView<'_>,
+    db: &DB,
+    path: &Path,
+) -> KernelResult<SnapshotInfo> {
     let revision = view.revision()?;
     let file = File::create(path).map_err(|e| io_error("cannot create", path, e))?;
     let mut out = ChecksummedWriter {
@@ -133,7 +142,7 @@ pub(crate) fn write_snapshot(db: &DB, path: &Path) -> KernelResult<SnapshotInfo>
     };
     write(&mut out, MAGIC)?;
     let mut records = 0u64;
-    for_each_record(&view, db, |index, key, value| {
+    for_each_record(view, db, |index, key, value| {
         let key_len = u32::try_from(key.len()).map_err(|_| KernelError::RequestTooLarge)?;
         let value_len = u32::try_from(value.len()).map_err(|_| KernelError::RequestTooLarge)?;
         write(&mut out, &[index])?;
@@ -221,6 +230,109 @@ fn corrupt_snapshot(path: &Path, what: &str) -> KernelError {
     KernelError::Storage(format!("snapshot {} is corrupt: {what}", path.display()))
 }
 
+/// Reads every record of a snapshot file, in order, handing each to `record`; checks
+/// the magic line, the framing and the SHA-256 trailer (an error after some records
+/// were handed over means the file is bad: callers verify first, then apply).
+pub(crate) fn read_snapshot_records(
+    mut file: File,
+    path: &Path,
+    mut record: impl FnMut(u8, Vec<u8>, Vec<u8>) -> KernelResult<()>,
+) -> KernelResult<u64> {
+    use std::io::{Seek, SeekFrom};
+    let bytes = file
+        .metadata()
+        .map_err(|e| io_error("cannot read", path, e))?
+        .len();
+    if bytes % PADDING_UNIT != CHECKSUM_LEN || bytes < PADDING_UNIT + CHECKSUM_LEN {
+        return Err(corrupt_snapshot(
+            path,
+            &format!("{bytes} bytes is not a whole snapshot (truncated?)"),
+        ));
+    }
+    let data_len = bytes - CHECKSUM_LEN;
+    let mut trailer = [0u8; CHECKSUM_LEN as usize];
+    file.seek(SeekFrom::Start(data_len))
+        .and_then(|_| file.read_exact(&mut trailer))
+        .and_then(|_| file.seek(SeekFrom::Start(0)))
+        .map_err(|e| io_error("cannot read", path, e))?;
+    let mut input = ChecksummedReader {
+        inner: BufReader::new(file.take(data_len)),
+        hash: Sha256::new(),
+    };
+    if input.exact(MAGIC.len(), path)? != MAGIC {
+        return Err(KernelError::Storage(format!(
+            "{} is not a Concord snapshot file",
+            path.display()
+        )));
+    }
+    let mut records = 0u64;
+    loop {
+        let index = input.exact(1, path)?[0];
+        if index == END_OF_RECORDS {
+            break;
+        }
+        if usize::from(index) >= STATE_COLUMN_FAMILIES.len() {
+            return Err(corrupt_snapshot(
+                path,
+                &format!("unknown record type {index}"),
+            ));
+        }
+        let key_len = input.u32(path)?;
+        let key = input.exact(key_len, path)?;
+        let value_len = input.u32(path)?;
+        let value = input.exact(value_len, path)?;
+        record(index, key, value)?;
+        records += 1;
+        if records.is_multiple_of(PROGRESS_EVERY) {
+            tracing::info!(records, "reading snapshot");
+        }
+    }
+    let mut padding = Vec::new();
+    input
+        .inner
+        .read_to_end(&mut padding)
+        .map_err(|e| io_error("cannot read", path, e))?;
+    input.hash.update(&padding);
+    if padding.iter().any(|b| *b != 0) {
+        return Err(corrupt_snapshot(path, "data after the last record"));
+    }
+    if input.hash.finalize().as_slice() != trailer {
+        return Err(corrupt_snapshot(path, "SHA-256 checksum mismatch"));
+    }
+    Ok(records)
+}
+
+/// Checks a snapshot file whole without keeping anything of it.
+pub(crate) fn verify_snapshot(path: &Path) -> KernelResult<u64> {
+    let file = File::open(path).map_err(|e| io_error("cannot open", path, e))?;
+    read_snapshot_records(file, path, |_, _, _| Ok(()))
+}
+
+/// Writes a verified snapshot file's records into `db`, in write batches of bounded
+/// size (the file is never held in memory whole).
+pub(crate) fn load_snapshot_records(db: &DB, path: &Path, sync: bool) -> KernelResult<u64> {
+    let file = File::open(path).map_err(|e| io_error("cannot open", path, e))?;
+    let mut batch = WriteBatch::default();
+    let mut write_options = rocksdb::WriteOptions::default();
+    write_options.disable_wal(!sync);
+    let records = read_snapshot_records(file, path, |index, key, value| {
+        batch.put_cf(
+            cf(db, STATE_COLUMN_FAMILIES[usize::from(index)])?,
+            key,
+            value,
+        );
+        if batch.size_in_bytes() >= LOAD_BATCH_BYTES {
+            db.write_opt(std::mem::take(&mut batch), &write_options)?;
+        }
+        Ok(())
+    })?;
+    db.write_opt(batch, &write_options)?;
+    Ok(records)
+}
+
+/// Bytes of records written to RocksDB at a time when loading a snapshot.
+const LOAD_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
 /// Fills the (new, empty) state store under `data_dir` from a snapshot file. Returns
 /// what it restored; refuses a data dir that already holds a state store.
 pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<SnapshotInfo> {
@@ -231,88 +343,19 @@ pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<Snapsh
             data_dir.display()
         )));
     }
-    let mut file = File::open(snapshot).map_err(|e| io_error("cannot open", snapshot, e))?;
-    let bytes = file
-        .metadata()
-        .map_err(|e| io_error("cannot read", snapshot, e))?
+    let bytes = std::fs::metadata(snapshot)
+        .map_err(|e| io_error("cannot open", snapshot, e))?
         .len();
-    if bytes % PADDING_UNIT != CHECKSUM_LEN || bytes < PADDING_UNIT + CHECKSUM_LEN {
-        return Err(corrupt_snapshot(
-            snapshot,
-            &format!("{bytes} bytes is not a whole snapshot (truncated?)"),
-        ));
-    }
-    let data_len = bytes - CHECKSUM_LEN;
-    let mut trailer = [0u8; CHECKSUM_LEN as usize];
-    {
-        use std::io::{Seek, SeekFrom};
-        file.seek(SeekFrom::Start(data_len))
-            .map_err(|e| io_error("cannot read", snapshot, e))?;
-        file.read_exact(&mut trailer)
-            .map_err(|e| io_error("cannot read", snapshot, e))?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| io_error("cannot read", snapshot, e))?;
-    }
-    let mut input = ChecksummedReader {
-        inner: BufReader::new(file.take(data_len)),
-        hash: Sha256::new(),
-    };
-    if input.exact(MAGIC.len(), snapshot)? != MAGIC {
-        return Err(KernelError::Storage(format!(
-            "{} is not a Concord snapshot file",
-            snapshot.display()
-        )));
-    }
-    // Read and verify everything before touching the data dir.
-    let mut records: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
-    loop {
-        let index = input.exact(1, snapshot)?[0];
-        if index == END_OF_RECORDS {
-            break;
-        }
-        if usize::from(index) >= STATE_COLUMN_FAMILIES.len() {
-            return Err(corrupt_snapshot(
-                snapshot,
-                &format!("unknown record type {index}"),
-            ));
-        }
-        let key_len = input.u32(snapshot)?;
-        let key = input.exact(key_len, snapshot)?;
-        let value_len = input.u32(snapshot)?;
-        let value = input.exact(value_len, snapshot)?;
-        records.push((index, key, value));
-        if (records.len() as u64).is_multiple_of(PROGRESS_EVERY) {
-            tracing::info!(records = records.len(), "reading snapshot");
-        }
-    }
-    let mut padding = Vec::new();
-    input
-        .inner
-        .read_to_end(&mut padding)
-        .map_err(|e| io_error("cannot read", snapshot, e))?;
-    input.hash.update(&padding);
-    if padding.iter().any(|b| *b != 0) {
-        return Err(corrupt_snapshot(snapshot, "data after the last record"));
-    }
-    if input.hash.finalize().as_slice() != trailer {
-        return Err(corrupt_snapshot(snapshot, "SHA-256 checksum mismatch"));
-    }
+    // Verify everything before touching the data dir.
+    verify_snapshot(snapshot)?;
     std::fs::create_dir_all(data_dir).map_err(|e| io_error("cannot create", data_dir, e))?;
     let db = open_state_db(&state_path)?;
-    let mut batch = WriteBatch::default();
-    for (index, key, value) in &records {
-        batch.put_cf(
-            cf(&db, STATE_COLUMN_FAMILIES[usize::from(*index)])?,
-            key,
-            value,
-        );
-    }
-    db.write(batch)?;
+    let records = load_snapshot_records(&db, snapshot, true)?;
     db.flush_wal(true)?;
     let revision = ReadView::live(&db).revision()?;
     let info = SnapshotInfo {
         revision,
-        records: records.len() as u64,
+        records,
         bytes,
     };
     tracing::info!(?info, data_dir = %data_dir.display(), "snapshot restored");

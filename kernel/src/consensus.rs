@@ -2,7 +2,6 @@
 //! through the Raft log, and the peer network. Nothing here leaks into the public API.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -88,7 +87,7 @@ openraft::declare_raft_types!(
         R = CommandOutcome,
         NodeId = u64,
         Node = MemberNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -395,6 +395,7 @@ impl Kernel {
         })?;
         let log_db = open_log_db(&config.data_dir.join("raft-log"))?;
         let state_db = open_state_db(&config.data_dir.join("state"))?;
+        crate::state_machine::check_not_half_installed(&state_db)?;
         let hub = WatchHub::new();
         hub.set_applied_revision(ReadView::live(&state_db).revision()?);
         let lessor = Arc::new(Lessor::default());

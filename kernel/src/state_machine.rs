@@ -5,8 +5,8 @@
 // openraft's storage traits fix `StorageError` (a large type) as the error type.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -15,7 +15,7 @@ use rocksdb::{
     ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
     WriteOptions,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::alarm::{Alarms, META_ALARMS};
 use crate::consensus::MemberNode;
@@ -33,12 +33,54 @@ const META_MEMBERSHIP: &[u8] = b"membership";
 /// command applied). Written with each command of a batch, so that a crash in the middle
 /// of one resumes after the commands already applied instead of applying them twice.
 const META_BATCH_PROGRESS: &[u8] = b"batch_progress";
+
+/// Set (synced) while a received snapshot replaces the state, cleared in the same
+/// write that completes it: found at start-up, the state is a mix of old and new.
+const META_INSTALLING: &[u8] = b"installing_snapshot";
 /// Raft's own records in the `meta` column family (not part of the keyspace's state).
-pub(crate) const RAFT_META_KEYS: [&[u8]; 3] = [META_APPLIED, META_MEMBERSHIP, META_BATCH_PROGRESS];
+pub(crate) const RAFT_META_KEYS: [&[u8]; 4] = [
+    META_APPLIED,
+    META_MEMBERSHIP,
+    META_BATCH_PROGRESS,
+    META_INSTALLING,
+];
 
 type Membership = StoredMembership<u64, MemberNode>;
-/// The last snapshot built or installed, shared with the snapshot builder.
-type SharedSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, MemberNode>, Vec<u8>)>>>;
+type Meta = SnapshotMeta<u64, MemberNode>;
+/// The last snapshot built or installed (its file in the snapshot dir), shared with the
+/// snapshot builder.
+type SharedSnapshot = Arc<Mutex<Option<(Meta, PathBuf)>>>;
+
+/// Where Raft snapshot files live: `snapshots/` beside the state store.
+fn snapshot_dir(db: &DB) -> PathBuf {
+    db.path()
+        .parent()
+        .map_or_else(|| PathBuf::from("snapshots"), |p| p.join("snapshots"))
+}
+
+/// A name no other file in the snapshot dir has.
+fn fresh_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{nanos}-{}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Makes `file` the current snapshot and deletes the snapshot files before it.
+fn set_current(shared: &SharedSnapshot, meta: Meta, file: PathBuf) {
+    let previous = match shared.lock() {
+        Ok(mut current) => current.replace((meta, file)),
+        Err(_) => None,
+    };
+    if let Some((_, old)) = previous {
+        let _ = std::fs::remove_file(old);
+    }
+}
 
 fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
@@ -83,15 +125,6 @@ pub(crate) fn flush_state(db: &DB) -> KernelResult<()> {
     Ok(())
 }
 
-/// A full copy of the state machine, as shipped in a Raft snapshot.
-#[derive(Debug, Serialize, Deserialize)]
-struct SnapshotImage {
-    applied: Option<LogId>,
-    membership: Membership,
-    /// (column family, key, value) of every record.
-    records: Vec<(String, Vec<u8>, Vec<u8>)>,
-}
-
 /// What a command does beyond its WriteBatch, carried out once the batch is written.
 #[derive(Debug, Default)]
 struct Effects {
@@ -110,6 +143,8 @@ pub struct StateMachine {
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
     current_snapshot: SharedSnapshot,
+    /// The file a snapshot from the leader is being received into.
+    receiving: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl StateMachine {
@@ -119,6 +154,12 @@ impl StateMachine {
         lessor: Arc<Lessor>,
         alarms: Arc<Alarms>,
     ) -> Self {
+        // Snapshot files of an earlier run are not referred to by anything any more.
+        let dir = snapshot_dir(&db);
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!("cannot create snapshot dir {}: {e}", dir.display());
+        }
         StateMachine {
             writer: MvccWriter::new(db.clone()),
             db,
@@ -126,6 +167,7 @@ impl StateMachine {
             lessor,
             alarms,
             current_snapshot: Arc::default(),
+            receiving: Arc::default(),
         }
     }
 
@@ -458,59 +500,145 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = snapshot_dir(&self.db).join(fresh_name("receiving"));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(sm_err)?;
+        if let Ok(mut receiving) = self.receiving.lock() {
+            if let Some(abandoned) = receiving.replace(path) {
+                let _ = std::fs::remove_file(abandoned);
+            }
+        }
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, MemberNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &Meta,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let image: SnapshotImage = postcard::from_bytes(&data).map_err(sm_err)?;
-        let mut batch = WriteBatch::default();
-        for name in STATE_COLUMN_FAMILIES {
-            let handle = cf(&self.db, name).map_err(sm_err)?;
-            for item in self.db.iterator_cf(handle, IteratorMode::Start) {
-                let (key, _) = item.map_err(sm_err)?;
-                batch.delete_cf(handle, key);
+        let received = self.receiving.lock().ok().and_then(|mut r| r.take());
+        let path = snapshot_dir(&self.db).join(format!("snapshot-{}", meta.snapshot_id));
+        let mut handed = snapshot.into_std().await;
+        let target = path.clone();
+        // Usually the handle is the file begun by `begin_receiving_snapshot`; anything
+        // else (openraft may hand over another snapshot's file) is copied, streaming.
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Seek;
+            use std::os::unix::fs::MetadataExt;
+            handed.sync_all()?;
+            let identity = |m: std::fs::Metadata| (m.dev(), m.ino());
+            let same = match &received {
+                Some(received) => {
+                    identity(std::fs::metadata(received)?) == identity(handed.metadata()?)
+                }
+                None => false,
+            };
+            if let (true, Some(received)) = (same, &received) {
+                return std::fs::rename(received, &target);
             }
-        }
-        for (name, key, value) in &image.records {
-            batch.put_cf(cf(&self.db, name).map_err(sm_err)?, key, value);
-        }
-        let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
-        batch.put_cf(
-            cf_meta,
-            META_APPLIED,
-            postcard::to_allocvec(&image.applied).map_err(sm_err)?,
-        );
-        batch.put_cf(
-            cf_meta,
-            META_MEMBERSHIP,
-            postcard::to_allocvec(&image.membership).map_err(sm_err)?,
-        );
-        self.write(batch)?;
-        flush_state(&self.db).map_err(sm_err)?;
+            handed.rewind()?;
+            let mut copy = std::fs::File::create(&target)?;
+            std::io::copy(&mut handed, &mut copy)?;
+            copy.sync_all()?;
+            if let Some(received) = received {
+                let _ = std::fs::remove_file(received);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(sm_err)?
+        .map_err(sm_err)?;
+        let db = self.db.clone();
+        let installed = path.clone();
+        let meta_for_install = meta.clone();
+        tokio::task::spawn_blocking(move || replace_state(&db, &installed, &meta_for_install))
+            .await
+            .map_err(sm_err)?
+            .map_err(sm_err)?;
         self.hub
             .set_applied_revision(ReadView::live(&self.db).revision().map_err(sm_err)?);
         Self::restore_lease_clocks(&self.db, &self.lessor, std::time::Duration::ZERO)
             .map_err(sm_err)?;
         Self::restore_alarms(&self.db, &self.alarms).map_err(sm_err)?;
-        if let Ok(mut current) = self.current_snapshot.lock() {
-            *current = Some((meta.clone(), data));
-        }
+        set_current(&self.current_snapshot, meta.clone(), path);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let current = self.current_snapshot.lock().ok().and_then(|c| c.clone());
-        Ok(current.map(|(meta, data)| Snapshot {
+        let Some((meta, path)) = current else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(&path).await.map_err(sm_err)?;
+        Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         }))
     }
+}
+
+/// Replaces the whole state with a received snapshot file: verify it, mark the state
+/// as being replaced (synced), clear it and load the file in bounded write batches,
+/// then record the snapshot's applied log id and membership and clear the mark in one
+/// final write, and flush. Nothing of it is held in memory whole.
+fn replace_state(db: &DB, path: &Path, meta: &Meta) -> KernelResult<()> {
+    let records = crate::backup::verify_snapshot(path)?;
+    tracing::info!(snapshot = %meta.snapshot_id, records, "installing a snapshot from the leader");
+    let cf_meta = cf(db, CF_META)?;
+    let mut sync = rocksdb::WriteOptions::default();
+    sync.set_sync(true);
+    db.put_cf_opt(cf_meta, META_INSTALLING, meta.snapshot_id.as_bytes(), &sync)?;
+    for name in STATE_COLUMN_FAMILIES {
+        let handle = cf(db, name)?;
+        let mut batch = WriteBatch::default();
+        for item in db.iterator_cf(handle, IteratorMode::Start) {
+            let (key, _) = item?;
+            if name == CF_META && key.as_ref() == META_INSTALLING {
+                continue;
+            }
+            batch.delete_cf(handle, key);
+            if batch.len() >= 10_000 {
+                db.write_opt(std::mem::take(&mut batch), &apply_write_options())?;
+            }
+        }
+        db.write_opt(batch, &apply_write_options())?;
+    }
+    crate::backup::load_snapshot_records(db, path, false)?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf_meta, META_APPLIED, encode_meta(&meta.last_log_id)?);
+    batch.put_cf(
+        cf_meta,
+        META_MEMBERSHIP,
+        encode_meta(&meta.last_membership)?,
+    );
+    batch.delete_cf(cf_meta, META_INSTALLING);
+    db.write_opt(batch, &apply_write_options())?;
+    flush_state(db)?;
+    tracing::info!(snapshot = %meta.snapshot_id, records, "snapshot installed");
+    Ok(())
+}
+
+fn encode_meta<T: Serialize>(value: &T) -> KernelResult<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| KernelError::Storage(e.to_string()))
+}
+
+/// Refuses to open a state store whose snapshot install was cut short.
+pub(crate) fn check_not_half_installed(db: &DB) -> KernelResult<()> {
+    if let Some(id) = db.get_cf(cf(db, CF_META)?, META_INSTALLING)? {
+        return Err(KernelError::Storage(format!(
+            "the state store was being replaced by snapshot {} when the process stopped; \
+             its contents are incomplete: remove this member's data dir and add it to the \
+             cluster again (etcdctl member remove, then member add)",
+            String::from_utf8_lossy(&id)
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -521,62 +649,62 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // openraft purges the log behind a snapshot, and applied writes skip the WAL:
-        // take the snapshot, then flush, so everything it covers is durable.
-        let snap = self.db.snapshot();
-        flush_state(&self.db).map_err(sm_err)?;
-        let options = || {
-            let mut o = ReadOptions::default();
-            o.set_snapshot(&snap);
-            o
-        };
-        let applied: Option<LogId> =
-            StateMachine::read_meta(&self.db, options(), META_APPLIED)?.flatten();
-        let membership: Membership =
-            StateMachine::read_meta(&self.db, options(), META_MEMBERSHIP)?.unwrap_or_default();
-        let mut records = Vec::new();
-        for name in STATE_COLUMN_FAMILIES {
-            let handle = cf(&self.db, name).map_err(sm_err)?;
-            for item in self
-                .db
-                .iterator_cf_opt(handle, options(), IteratorMode::Start)
-            {
-                let (key, value) = item.map_err(sm_err)?;
-                if name == CF_META && RAFT_META_KEYS.contains(&key.as_ref()) {
-                    continue;
-                }
-                records.push((name.to_string(), key.to_vec(), value.to_vec()));
-            }
-        }
-        let snapshot_id = format!(
-            "{}-{}",
-            applied.map(|id| id.leader_id.term).unwrap_or_default(),
-            applied.map(|id| id.index).unwrap_or_default()
-        );
-        let image = SnapshotImage {
-            applied,
-            membership: membership.clone(),
-            records,
-        };
-        let data = postcard::to_allocvec(&image).map_err(sm_err)?;
-        tracing::info!(
-            snapshot_id,
-            bytes = data.len(),
-            "built state machine snapshot"
-        );
-        let meta = SnapshotMeta {
-            last_log_id: applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        if let Ok(mut current) = self.current_snapshot.lock() {
-            *current = Some((meta.clone(), data.clone()));
-        }
+        let db = self.db.clone();
+        let (meta, path) = tokio::task::spawn_blocking(move || build_snapshot_file(&db))
+            .await
+            .map_err(sm_err)?
+            .map_err(sm_err)?;
+        set_current(&self.current_snapshot, meta.clone(), path.clone());
+        let file = tokio::fs::File::open(&path).await.map_err(sm_err)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
+}
+
+/// Writes the state as of now to a snapshot file (the same format as `etcdctl snapshot
+/// save` files) with the applied log id and membership it covers.
+fn build_snapshot_file(db: &DB) -> KernelResult<(Meta, PathBuf)> {
+    // openraft purges the log behind a snapshot, and applied writes skip the WAL:
+    // take the snapshot, then flush, so everything it covers is durable.
+    let view = ReadView::snapshot(db);
+    flush_state(db)?;
+    let read = |key: &[u8]| -> KernelResult<Option<Vec<u8>>> {
+        Ok(db.get_cf_opt(cf(db, CF_META)?, key, &view.options())?)
+    };
+    let decode_err = |e: postcard::Error| KernelError::Storage(format!("snapshot meta: {e}"));
+    let applied: Option<LogId> = match read(META_APPLIED)? {
+        Some(raw) => postcard::from_bytes(&raw).map_err(decode_err)?,
+        None => None,
+    };
+    let membership: Membership = match read(META_MEMBERSHIP)? {
+        Some(raw) => postcard::from_bytes(&raw).map_err(decode_err)?,
+        None => Membership::default(),
+    };
+    let snapshot_id = format!(
+        "{}-{}",
+        applied.map(|id| id.leader_id.term).unwrap_or_default(),
+        applied.map(|id| id.index).unwrap_or_default()
+    );
+    let dir = snapshot_dir(db);
+    let building = dir.join(fresh_name("building"));
+    let info = crate::backup::write_snapshot_of(&view, db, &building)?;
+    let path = dir.join(format!("snapshot-{snapshot_id}-{}", fresh_name("built")));
+    std::fs::rename(&building, &path)
+        .map_err(|e| KernelError::Storage(format!("cannot name snapshot file: {e}")))?;
+    tracing::info!(
+        snapshot_id,
+        bytes = info.bytes,
+        records = info.records,
+        "built state machine snapshot"
+    );
+    let meta = SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+        snapshot_id,
+    };
+    Ok((meta, path))
 }
 
 #[cfg(test)]
