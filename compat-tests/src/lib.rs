@@ -8,6 +8,9 @@
 //!   ports with a temporary (or given) data directory, awaited until it answers, and
 //!   killed when dropped; it can be `kill -9`ed and restarted on the same directory;
 //! * [`on_each_backend`]: runs one scenario against every selected backend;
+//! * [`cluster`]: a [`Cluster`] of N members of either backend (start, kill -9,
+//!   SIGSTOP/SIGCONT, restart, leader, member add/promote/remove), optionally placed
+//!   in network namespaces;
 //! * [`etcdctl()`]: runs `/usr/bin/etcdctl` (API v3) against an endpoint;
 //! * [`fixture`]: data sets several tests share;
 //! * [`check`]: assertions on etcd-client results (gRPC codes, headers, keys);
@@ -26,7 +29,7 @@
 //! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
 //!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
 //! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
-//!   percentiles.
+//!   percentiles; [`kv_load`]: the Put/Range load `bench` and `cluster_bench` share.
 //!
 //! Every wait is bounded; nothing here panics on failure, it returns an error instead.
 //!
@@ -41,9 +44,11 @@ pub mod background;
 pub mod bench_flags;
 pub mod bench_stats;
 pub mod check;
+pub mod cluster;
 pub mod diff;
 pub mod etcdctl;
 pub mod fixture;
+pub mod kv_load;
 pub mod netns;
 pub mod normalize;
 pub mod plugins;
@@ -56,6 +61,7 @@ pub mod transcripts;
 pub mod v2;
 pub mod zookeeper;
 
+pub use cluster::{Cluster, MemberState, Placement};
 pub use etcdctl::{Etcdctl, Output, etcdctl};
 pub use server::{
     Backend, Server, ServerOptions, Session, backends, connect, free_port, on_each_backend,

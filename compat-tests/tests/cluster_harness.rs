@@ -1,0 +1,262 @@
+//! The multi-member [`Cluster`] harness, exercised on 3-member clusters:
+//!
+//! * failover: a put through member 0 reads back linearizably from every member; the
+//!   leader is killed with SIGKILL, the others elect a new one and take a write; the
+//!   killed member restarts on its data and catches up (a serializable read on it alone
+//!   shows the last write);
+//! * freeze: the leader is frozen with SIGSTOP, the others elect a new one and take a
+//!   write; after SIGCONT the old leader follows and shows the write;
+//! * membership: a learner is added, promoted once in sync and serves linearizable reads,
+//!   then is removed, and the three original members still take writes.
+//!
+//! The backends come from [`backends`]; Concord is skipped until clustering is merged
+//! into the `concord` binary (then flip [`CONCORD_SUPPORTS_CLUSTERS`]).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use concord_compat_tests::check::pairs;
+use concord_compat_tests::{Backend, Cluster, MemberState, backends, ensure_eq};
+use etcd_client::GetOptions;
+
+/// Whether the scenarios run on Concord too; until clustering is merged into the
+/// `concord` binary they run on real etcd only.
+const CONCORD_SUPPORTS_CLUSTERS: bool = true;
+const MEMBERS: usize = 3;
+/// Bounds the catch-up polling of a restarted member.
+const CATCH_UP_ATTEMPTS: usize = 100;
+const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The selected backends this test can run on now.
+fn cluster_backends() -> Result<Vec<Backend>> {
+    let mut selected = Vec::new();
+    for backend in backends()? {
+        if backend == Backend::Concord && !CONCORD_SUPPORTS_CLUSTERS {
+            eprintln!(
+                "cluster_harness: skipping concord: cluster scenarios are not enabled for it \
+                 yet (set CONCORD_SUPPORTS_CLUSTERS in tests/cluster_harness.rs once \
+                 clustering is merged)"
+            );
+            continue;
+        }
+        selected.push(backend);
+    }
+    Ok(selected)
+}
+
+/// Runs `scenario` on every backend of [`cluster_backends`], failing with every
+/// backend's error.
+async fn on_each_cluster_backend<F>(scenario: F) -> Result<()>
+where
+    F: AsyncFn(Backend) -> Result<()>,
+{
+    let mut failures = Vec::new();
+    for backend in cluster_backends()? {
+        println!("=== cluster scenario on {backend}");
+        if let Err(e) = scenario(backend).await {
+            failures.push(format!("on {backend}: {e:#}"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failures.join("\n\n"))
+    }
+}
+
+/// The (key, value) pairs under `key` on member `i`, linearizable or serializable.
+async fn read(
+    cluster: &Cluster,
+    i: usize,
+    key: &str,
+    serializable: bool,
+) -> Result<Vec<(String, String)>> {
+    let mut client = cluster.client(i).await?;
+    let options = serializable.then(|| GetOptions::new().with_serializable());
+    let response = client
+        .get(key, options)
+        .await
+        .with_context(|| format!("get {key} on member {i}"))?;
+    Ok(pairs(response.kvs()))
+}
+
+fn pair(key: &str, value: &str) -> Vec<(String, String)> {
+    vec![(key.to_string(), value.to_string())]
+}
+
+async fn failover(backend: Backend) -> Result<()> {
+    let mut cluster = Cluster::start(backend, MEMBERS).await?;
+    ensure_eq!(cluster.endpoints().len(), MEMBERS);
+
+    let mut first = cluster.client(0).await?;
+    first
+        .put("cluster/a", "1", None)
+        .await
+        .context("put through member 0")?;
+    for i in 0..MEMBERS {
+        ensure_eq!(
+            read(&cluster, i, "cluster/a", false).await?,
+            pair("cluster/a", "1"),
+            "linearizable read on member {i}"
+        );
+    }
+
+    let old = cluster.wait_leader().await?;
+    cluster.kill9(old)?;
+    ensure_eq!(cluster.state(old)?, MemberState::Down);
+    let new = cluster.wait_new_leader(old).await?;
+    ensure!(new != old, "the killed member {old} is still the leader");
+    // Write through a survivor that may be a follower, so the write is forwarded.
+    let writer = (old + 1) % MEMBERS;
+    let mut client = cluster.client(writer).await?;
+    client
+        .put("cluster/b", "2", None)
+        .await
+        .with_context(|| format!("put through member {writer} after the failover"))?;
+
+    cluster.restart(old).await?;
+    let mut caught_up = false;
+    for _ in 0..CATCH_UP_ATTEMPTS {
+        // A member still replaying may refuse or lag; only the final state counts.
+        if let Ok(kvs) = read(&cluster, old, "cluster/b", true).await
+            && kvs == pair("cluster/b", "2")
+        {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(CATCH_UP_INTERVAL).await;
+    }
+    ensure!(
+        caught_up,
+        "restarted member {old} did not catch up; log tail:\n{}",
+        cluster.log_tail(old)?
+    );
+    for i in 0..MEMBERS {
+        ensure_eq!(
+            read(&cluster, i, "cluster/b", false).await?,
+            pair("cluster/b", "2"),
+            "linearizable read on member {i} after the restart"
+        );
+    }
+    let leader = cluster.wait_leader().await?;
+    ensure!(
+        leader < MEMBERS,
+        "leader {leader} is not an original member"
+    );
+    Ok(())
+}
+
+async fn freeze(backend: Backend) -> Result<()> {
+    let mut cluster = Cluster::start(backend, MEMBERS).await?;
+    let old = cluster.wait_leader().await?;
+    cluster.stop(old)?;
+    ensure_eq!(cluster.state(old)?, MemberState::Stopped);
+    let new = cluster.wait_new_leader(old).await?;
+    let mut client = cluster.client(new).await?;
+    client
+        .put("cluster/frozen", "yes", None)
+        .await
+        .context("put through the new leader")?;
+    cluster.resume(old)?;
+    let mut caught_up = false;
+    for _ in 0..CATCH_UP_ATTEMPTS {
+        if let Ok(kvs) = read(&cluster, old, "cluster/frozen", true).await
+            && kvs == pair("cluster/frozen", "yes")
+        {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(CATCH_UP_INTERVAL).await;
+    }
+    ensure!(
+        caught_up,
+        "resumed member {old} did not catch up; log tail:\n{}",
+        cluster.log_tail(old)?
+    );
+    let leader = cluster.wait_leader().await?;
+    ensure!(
+        cluster.live().contains(&leader),
+        "leader {leader} is not live"
+    );
+    Ok(())
+}
+
+async fn membership(backend: Backend) -> Result<()> {
+    let mut cluster = Cluster::start(backend, MEMBERS).await?;
+    let mut client = cluster.client(0).await?;
+    client.put("cluster/m", "before", None).await?;
+
+    let learner = cluster.add_member("n4", true).await?;
+    ensure_eq!(learner, MEMBERS);
+    let listed = cluster.member_list().await?;
+    ensure_eq!(listed.len(), MEMBERS + 1);
+    let id = cluster.member_id(learner).await?;
+    ensure!(
+        listed.iter().any(|m| m.id() == id && m.is_learner()),
+        "n4 is not listed as a learner: {listed:?}"
+    );
+    // A learner serves serializable reads once it has caught up.
+    let mut caught_up = false;
+    for _ in 0..CATCH_UP_ATTEMPTS {
+        if let Ok(kvs) = read(&cluster, learner, "cluster/m", true).await
+            && kvs == pair("cluster/m", "before")
+        {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(CATCH_UP_INTERVAL).await;
+    }
+    ensure!(caught_up, "learner n4 did not catch up");
+
+    // MemberPromote, retried while the learner is not yet in sync with the leader.
+    cluster.promote(learner).await?;
+    let listed = cluster.member_list().await?;
+    ensure!(
+        listed.iter().all(|m| !m.is_learner()),
+        "a learner is left after the promotion: {listed:?}"
+    );
+    client.put("cluster/m", "promoted", None).await?;
+    ensure_eq!(
+        read(&cluster, learner, "cluster/m", false).await?,
+        pair("cluster/m", "promoted"),
+        "linearizable read on the promoted member"
+    );
+
+    cluster.remove_member(learner).await?;
+    ensure_eq!(cluster.state(learner)?, MemberState::Removed);
+    ensure_eq!(cluster.endpoints().len(), MEMBERS);
+    let listed = cluster.member_list().await?;
+    ensure_eq!(
+        listed.len(),
+        MEMBERS,
+        "members after the removal: {listed:?}"
+    );
+    ensure!(
+        !listed.iter().any(|m| m.id() == id),
+        "n4 is still listed: {listed:?}"
+    );
+    client.put("cluster/m", "after", None).await?;
+    for i in 0..MEMBERS {
+        ensure_eq!(
+            read(&cluster, i, "cluster/m", false).await?,
+            pair("cluster/m", "after"),
+            "linearizable read on member {i} after the removal"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_kill9_leader_then_restart_catches_up() -> Result<()> {
+    on_each_cluster_backend(failover).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigstop_leader_then_sigcont_follows() -> Result<()> {
+    on_each_cluster_backend(freeze).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn learner_added_promoted_and_removed() -> Result<()> {
+    on_each_cluster_backend(membership).await
+}
