@@ -9,8 +9,7 @@
 //! * membership: a learner is added, promoted once in sync and serves linearizable reads,
 //!   then is removed, and the three original members still take writes.
 //!
-//! The backends come from [`backends`]; Concord is skipped until clustering is merged
-//! into the `concord` binary (then flip [`CONCORD_SUPPORTS_CLUSTERS`]).
+//! Each scenario runs on real etcd and on Concord (as [`backends`] selects).
 
 use std::time::Duration;
 
@@ -19,39 +18,19 @@ use concord_compat_tests::check::pairs;
 use concord_compat_tests::{Backend, Cluster, MemberState, backends, ensure_eq};
 use etcd_client::GetOptions;
 
-/// Whether the scenarios run on Concord too; until clustering is merged into the
-/// `concord` binary they run on real etcd only.
-const CONCORD_SUPPORTS_CLUSTERS: bool = true;
 const MEMBERS: usize = 3;
 /// Bounds the catch-up polling of a restarted member.
 const CATCH_UP_ATTEMPTS: usize = 100;
 const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The selected backends this test can run on now.
-fn cluster_backends() -> Result<Vec<Backend>> {
-    let mut selected = Vec::new();
-    for backend in backends()? {
-        if backend == Backend::Concord && !CONCORD_SUPPORTS_CLUSTERS {
-            eprintln!(
-                "cluster_harness: skipping concord: cluster scenarios are not enabled for it \
-                 yet (set CONCORD_SUPPORTS_CLUSTERS in tests/cluster_harness.rs once \
-                 clustering is merged)"
-            );
-            continue;
-        }
-        selected.push(backend);
-    }
-    Ok(selected)
-}
-
-/// Runs `scenario` on every backend of [`cluster_backends`], failing with every
+/// Runs `scenario` on every backend of [`backends`], failing with every
 /// backend's error.
 async fn on_each_cluster_backend<F>(scenario: F) -> Result<()>
 where
     F: AsyncFn(Backend) -> Result<()>,
 {
     let mut failures = Vec::new();
-    for backend in cluster_backends()? {
+    for backend in backends()? {
         println!("=== cluster scenario on {backend}");
         if let Err(e) = scenario(backend).await {
             failures.push(format!("on {backend}: {e:#}"));
