@@ -24,7 +24,11 @@
 //! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
 //!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
 //! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
-//!   percentiles.
+//!   percentiles;
+//! * [`history`] and [`linearizability`]: a thread-safe recorder of what concurrent
+//!   clients did and got back, and a Wing–Gong–Lowe linearizability checker (per-key
+//!   register model, unknown outcomes, bounded search) with a durability check against
+//!   a final read.
 //!
 //! Every wait is bounded; nothing here panics on failure, it returns an error instead.
 //!
@@ -42,6 +46,8 @@ pub mod check;
 pub mod diff;
 pub mod etcdctl;
 pub mod fixture;
+pub mod history;
+pub mod linearizability;
 pub mod normalize;
 pub mod plugins;
 pub mod python;
