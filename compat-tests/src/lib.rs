@@ -29,7 +29,11 @@
 //! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
 //!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
 //! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
-//!   percentiles; [`kv_load`]: the Put/Range load `bench` and `cluster_bench` share.
+//!   percentiles; [`kv_load`]: the Put/Range load `bench` and `cluster_bench` share;
+//! * [`history`] and [`linearizability`]: a thread-safe recorder of what concurrent
+//!   clients did and got back, and a Wing–Gong–Lowe linearizability checker (per-key
+//!   register model, unknown outcomes, bounded search) with a durability check against
+//!   a final read.
 //!
 //! Every wait is bounded; nothing here panics on failure, it returns an error instead.
 //!
@@ -48,7 +52,9 @@ pub mod cluster;
 pub mod diff;
 pub mod etcdctl;
 pub mod fixture;
+pub mod history;
 pub mod kv_load;
+pub mod linearizability;
 pub mod netns;
 pub mod normalize;
 pub mod plugins;

@@ -407,7 +407,9 @@ impl Kernel {
             election_timeout_min: config.election_timeout.as_millis() as u64,
             election_timeout_max: config.election_timeout.as_millis() as u64 * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept behind a snapshot for members that lag a little; one that
+            // lags more gets the snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_every_entries.min(1000),
             ..Default::default()
         }
         .validate()
