@@ -266,6 +266,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     drop(stopped_tx);
     tokio::select! {
         r = wait_for_stop_signal() => r?,
+        () = kernel.removed_from_cluster() => {
+            tracing::error!("this member was removed from the cluster; stopping");
+        }
         Some((name, outcome)) = stopped.recv(), if started > 0 => {
             // An adapter that stops on its own is fatal: report it and shut down.
             tracing::error!(adapter = %name, ?outcome, "adapter stopped unexpectedly");

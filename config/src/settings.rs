@@ -568,6 +568,36 @@ mod tests {
     }
 
     #[test]
+    fn cluster_members_must_include_this_node_and_derive_the_peer_port() {
+        let cluster = |extra: &str| {
+            format!(
+                "[node]\nname = \"n2\"\npeer_url = \"http://127.0.0.2:2380\"\n{extra}\n\
+                 [cluster]\ninitial_cluster = \"n1=http://127.0.0.1:2380,n2=http://127.0.0.2:2380\"\n"
+            )
+        };
+        let file = write_config(&cluster(""));
+        let settings = Settings::load_with_env(&args_for(&file), no_env()).unwrap();
+        assert_eq!(settings.cluster_members().unwrap().len(), 2);
+        assert_eq!(settings.peer_listen(), "127.0.0.2:2380".parse().ok());
+        let file = write_config(&cluster("").replace("n2=", "n9="));
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "cluster.initial_cluster");
+        assert!(err.message.contains("does not name this node"), "{err}");
+        let file = write_config(&cluster("").replace(
+            "peer_url = \"http://127.0.0.2",
+            "peer_url = \"http://127.0.0.3",
+        ));
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "node.peer_url");
+        // A node alone opens no peer port unless asked to.
+        let alone = Settings::default();
+        assert_eq!(alone.peer_listen(), None);
+        let file = write_config("[cluster]\npeer_listen = \"127.0.0.1:7000\"\n");
+        let settings = Settings::load_with_env(&args_for(&file), no_env()).unwrap();
+        assert_eq!(settings.peer_listen(), "127.0.0.1:7000".parse().ok());
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let file = write_config("[node]\nnmae = \"x\"\n");
         let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();

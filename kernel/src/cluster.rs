@@ -521,6 +521,28 @@ impl Kernel {
         outcome
     }
 
+    /// Resolves once this member, having been one, is no longer in the group's
+    /// membership (MemberRemove), as etcd's removed members stop; never for a member
+    /// still waiting to be added.
+    pub async fn removed_from_cluster(&self) {
+        let mut metrics = self.inner.raft.metrics();
+        let mut was_member = false;
+        loop {
+            let member = metrics
+                .borrow()
+                .membership_config
+                .nodes()
+                .any(|(id, _)| *id == self.member_id());
+            if was_member && !member {
+                return;
+            }
+            was_member |= member;
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Tells the group this member's name and client URLs once a leader is known (a
     /// member added by MemberAdd has neither until it runs), retrying until it holds.
     pub(crate) async fn publish_attributes(self: Kernel) {
