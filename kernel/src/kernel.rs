@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
@@ -453,10 +453,17 @@ impl Kernel {
                 );
             } else {
                 let count = initial.len();
-                raft.initialize(initial)
-                    .await
-                    .map_err(|e| KernelError::Storage(format!("cannot bootstrap: {e}")))?;
-                tracing::info!(member_id = %format!("{:x}", identity.member_id), members = count, "bootstrapped a new cluster");
+                match raft.initialize(initial).await {
+                    Ok(()) => {
+                        tracing::info!(member_id = %format!("{:x}", identity.member_id), members = count, "bootstrapped a new cluster");
+                    }
+                    // Another initial member bootstrapped first and has already asked
+                    // this one for its vote: the leader brings the membership here.
+                    Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                        tracing::info!("the cluster was bootstrapped by another initial member");
+                    }
+                    Err(e) => return Err(KernelError::Storage(format!("cannot bootstrap: {e}"))),
+                }
             }
         }
         if alone {
