@@ -509,10 +509,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .open(&path)
             .await
             .map_err(sm_err)?;
-        if let Ok(mut receiving) = self.receiving.lock() {
-            if let Some(abandoned) = receiving.replace(path) {
-                let _ = std::fs::remove_file(abandoned);
-            }
+        if let Ok(mut receiving) = self.receiving.lock()
+            && let Some(abandoned) = receiving.replace(path)
+        {
+            let _ = std::fs::remove_file(abandoned);
         }
         Ok(Box::new(file))
     }
