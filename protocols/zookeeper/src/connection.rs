@@ -214,11 +214,21 @@ async fn establish(
         granted.id
     } else {
         let known = request.passwd == session_password(cluster, request.session_id)
-            && kernel
-                .lease_keep_alive(request.session_id)
-                .await
-                .is_ok_and(|r| r.ttl > 0);
+            && match kernel.lease_keep_alive(request.session_id).await {
+                Ok(renewed) => renewed.ttl > 0,
+                // During an election nobody can tell whether the session lives: close
+                // without an answer, so the client tries again (as ZooKeeper makes it
+                // do while there is no quorum) instead of hearing "expired".
+                Err(e) if e.is_retryable() => {
+                    return Err(format!("cannot resume session now: {e}"));
+                }
+                Err(_) => false,
+            };
         if !known {
+            tracing::info!(
+                session = %format!("{:#x}", request.session_id),
+                "session expired or unknown: answering expired"
+            );
             let expired = ConnectResponse {
                 protocol_version: 0,
                 time_out: 0,
