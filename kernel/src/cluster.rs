@@ -135,7 +135,7 @@ impl PeerHandler for PeerState {
                     }
                 })
             }
-            PeerRequest::ReadIndex => answer(async move { kernel.read_index().await }),
+            PeerRequest::ReadIndex => answer(async move { kernel.local_read_index().await }),
             PeerRequest::LeaseKeepAlive(id) => {
                 answer(async move { kernel.lease_keep_alive(id).await })
             }
@@ -288,31 +288,23 @@ impl Kernel {
             .raft
             .get_read_log_id()
             .await
-            .map_err(crate::kernel::map_read_error)?;
+            .map_err(|e| match e {
+                RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_)) => {
+                    KernelError::LeaderChanged
+                }
+                RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)) => {
+                    KernelError::NoLeader
+                }
+                RaftError::Fatal(_) => KernelError::Shutdown,
+            })?;
         Ok(read.map_or(0, |id| id.index))
     }
 
-    /// The read index, from one confirmation round shared by every read that asked
-    /// before the round began (see [`run_read_index`]).
-    pub(crate) async fn read_index(&self) -> KernelResult<u64> {
-        let (reply, index) = tokio::sync::oneshot::channel();
-        self.inner
-            .read_index_waiters
-            .send(reply)
-            .map_err(|_| KernelError::Shutdown)?;
-        index.await.map_err(|_| KernelError::Shutdown)?
-    }
-
-    /// One read-index round: at this member when it leads, else at the leader.
-    async fn read_index_round(&self) -> KernelResult<u64> {
-        if self.leader_elsewhere().is_none() {
-            match self.local_read_index().await {
-                Err(KernelError::LeaderChanged) => {}
-                done => return done,
-            }
-        }
-        self.ask_leader::<KernelResult<u64>>(PeerRequest::ReadIndex)
-            .await?
+    /// A linearizable read barrier on a follower: the leader's read index, then this
+    /// member's state machine catching up to it.
+    pub(crate) async fn remote_read_barrier(&self) -> KernelResult<()> {
+        let index: KernelResult<u64> = self.ask_leader(PeerRequest::ReadIndex).await?;
+        self.wait_applied(index?, FORWARD_TIMEOUT).await
     }
 
     pub(crate) async fn forward_keep_alive(
@@ -597,31 +589,6 @@ fn checked_peer_urls(urls: &[String]) -> KernelResult<String> {
     urls.first()
         .cloned()
         .ok_or_else(|| KernelError::BadPeerUrl(String::new()))
-}
-
-/// Answers read-index requests until the kernel is gone, batched: the requests queued
-/// when a round starts all get its index (each began before the round did, so the
-/// index covers every write acknowledged before it), so many concurrent linearizable
-/// reads share one quorum round instead of one each.
-pub(crate) async fn run_read_index(
-    inner: Weak<Inner>,
-    mut waiters: tokio::sync::mpsc::UnboundedReceiver<
-        tokio::sync::oneshot::Sender<KernelResult<u64>>,
-    >,
-) {
-    while let Some(first) = waiters.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = waiters.try_recv() {
-            batch.push(more);
-        }
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let index = Kernel { inner }.read_index_round().await;
-        for waiter in batch {
-            let _ = waiter.send(index.clone());
-        }
-    }
 }
 
 /// Keeps the peer port served by `Arc` so it stops with the last kernel handle.

@@ -185,8 +185,6 @@ pub(crate) struct Inner {
     pub(crate) network: PeerNetwork,
     /// The peer port's accept loop, stopped at shutdown.
     peer_server: Option<tokio::task::JoinHandle<()>>,
-    /// Reads waiting for a read index ([`crate::cluster::run_read_index`]).
-    pub(crate) read_index_waiters: mpsc::UnboundedSender<oneshot::Sender<KernelResult<u64>>>,
 }
 
 impl Inner {
@@ -375,11 +373,11 @@ fn map_write_error(e: RaftError<u64, ClientWriteError<u64, MemberNode>>) -> Kern
     }
 }
 
-pub(crate) fn map_read_error(
-    e: RaftError<u64, CheckIsLeaderError<u64, MemberNode>>,
-) -> KernelError {
+fn map_read_error(e: RaftError<u64, CheckIsLeaderError<u64, MemberNode>>) -> KernelError {
     match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)) => KernelError::LeaderChanged,
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => KernelError::NotLeader {
+            leader: f.leader_id,
+        },
         RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => KernelError::NoLeader,
         RaftError::Fatal(_) => KernelError::Shutdown,
     }
@@ -493,7 +491,6 @@ impl Kernel {
         let term = Arc::new(AtomicU64::new(raft.metrics().borrow().current_term));
         tokio::spawn(follow_term(raft.metrics(), Arc::downgrade(&term)));
         let (proposals, queue) = mpsc::unbounded_channel();
-        let (read_index_waiters, read_index_queue) = mpsc::unbounded_channel();
         tokio::spawn(run_proposer(raft.clone(), queue));
         let kernel = Kernel {
             inner: Arc::new(Inner {
@@ -510,15 +507,10 @@ impl Kernel {
                 proposals,
                 network,
                 peer_server,
-                read_index_waiters,
             }),
         };
         let _ = peer_state.kernel.set(Arc::downgrade(&kernel.inner));
         tokio::spawn(run_lessor(Arc::downgrade(&kernel.inner)));
-        tokio::spawn(crate::cluster::run_read_index(
-            Arc::downgrade(&kernel.inner),
-            read_index_queue,
-        ));
         tokio::spawn(kernel.clone().publish_attributes());
         Ok(kernel)
     }
@@ -597,9 +589,16 @@ impl Kernel {
         if serializable {
             return Ok(());
         }
-        let index = self.read_index().await?;
-        self.wait_applied(index, crate::cluster::FORWARD_TIMEOUT)
-            .await
+        if self.leader_elsewhere().is_some() {
+            return self.remote_read_barrier().await;
+        }
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                self.remote_read_barrier().await
+            }
+            Err(e) => Err(map_read_error(e)),
+        }
     }
 
     pub async fn range(&self, req: RangeRequest) -> KernelResult<RangeResponse> {
