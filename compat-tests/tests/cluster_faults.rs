@@ -15,18 +15,20 @@
 //! The scenarios, on 3 members unless stated:
 //!
 //! 1. a put through every member reads back linearizably on every member;
-//! 2. the leader is killed (SIGKILL) under load; once a new leader is elected the load goes
-//!    on, the killed member restarts and catches up (a serializable read on it alone
-//!    equals the state);
+//! 2. the leader is killed (SIGKILL) under load; once a new leader is elected each
+//!    survivor answers a linearizable get and a put at once (within the request timeout),
+//!    the load goes on, the killed member restarts and catches up (a serializable read on
+//!    it alone equals the state);
 //! 3. a follower is frozen (SIGSTOP) under load for 3 s, then continued, and catches up;
 //! 4. membership under load: a learner is added and promoted, a non-leader original voter
 //!    removed; the member list ends as expected;
 //! 5. every member is killed under load and all restart together: every acknowledged
 //!    write survives and the cluster takes writes again;
 //! 6. a network partition (each member in its own network namespace): the leader is cut
-//!    off under load, the majority elects a new leader and takes writes while an etcdctl
-//!    client inside the cut-off namespace keeps asking the old leader (recorded in the
-//!    same history); the old leader is healed and catches up;
+//!    off under load, the majority elects a new leader, serves a linearizable get and a
+//!    put through each member at once, and takes writes while an etcdctl client inside
+//!    the cut-off namespace keeps asking the old leader (recorded in the same history);
+//!    the old leader is healed and catches up;
 //! 7. snapshot catch-up: with a snapshot every 100 entries, a follower is killed (or
 //!    frozen), more than 1000 keys and 1000 log entries are written (Concord puts
 //!    concurrent writes in one entry, so more keys than entries), and the restarted
@@ -481,6 +483,91 @@ impl ClientTask {
     }
 }
 
+/// A spawned task aborted when this is dropped (a scenario that fails early must not
+/// leave it running).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T> {
+        (&mut self.0).await.context("a task panicked")
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The client id of the probes of [`probe_survivors`] (plus the member's index).
+const PROBE_CLIENT: u64 = 2_000;
+
+/// Whether the survivors of a fault serve at once now that they agree on a new leader:
+/// through each of `members`, one linearizable get and one put (value `probe{member}`),
+/// each recorded in `history` and given [`REQUEST_TIMEOUT`]. Returns what went wrong
+/// (empty: all answered), so that the scenario can go on and check the rest before
+/// failing on it.
+async fn probe_survivors(cluster: &Cluster, members: &[usize], history: &History) -> Vec<String> {
+    let mut problems = Vec::new();
+    for &i in members {
+        let mut client = match connect(&cluster.endpoint(i).unwrap_or_default()).await {
+            Ok(client) => client,
+            Err(e) => {
+                problems.push(format!("member {i}: {e:#}"));
+                continue;
+            }
+        };
+        let client_id = PROBE_CLIENT + i as u64;
+        let key = key(0);
+        let op = history.invoke(client_id, key.as_bytes(), Call::Get);
+        let started = Instant::now();
+        let got = tokio::time::timeout(REQUEST_TIMEOUT, client.get(key.as_str(), None)).await;
+        let outcome = match &got {
+            Ok(Ok(response)) => {
+                Outcome::Value(response.kvs().first().map(|kv| kv.value().to_vec()))
+            }
+            _ => Outcome::Unknown,
+        };
+        history.complete(op, outcome.clone());
+        if outcome == Outcome::Unknown {
+            problems.push(format!(
+                "member {i} did not answer a linearizable get within {REQUEST_TIMEOUT:?} \
+                 (after {:.1?}: {got:?})",
+                started.elapsed()
+            ));
+        }
+        let value = format!("probe{i}");
+        let op = history.invoke(client_id, key.as_bytes(), Call::put(value.as_str()));
+        let started = Instant::now();
+        let put =
+            tokio::time::timeout(REQUEST_TIMEOUT, client.put(key.as_str(), value, None)).await;
+        let outcome = write_outcome(put);
+        history.complete(op, outcome.clone());
+        if outcome != Outcome::Ok {
+            problems.push(format!(
+                "member {i} did not acknowledge a put within {REQUEST_TIMEOUT:?} \
+                 ({outcome:?} after {:.1?})",
+                started.elapsed()
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        println!("survivors not serving: {problems:?}");
+        problems.push(format!("log tails then:\n{}", cluster.log_tails()));
+    }
+    problems
+}
+
+/// Fails if [`probe_survivors`] found problems.
+fn ensure_served(leader: usize, problems: &[String]) -> Result<()> {
+    ensure!(
+        problems.is_empty(),
+        "once member {leader} was elected, the survivors did not serve at once:\n{}",
+        problems.join("\n")
+    );
+    Ok(())
+}
+
 /// The current leader, agreed by the live members.
 async fn leader(cluster: &mut Cluster) -> Result<usize> {
     cluster.wait_leader().await
@@ -547,6 +634,7 @@ async fn kill_leader(backend: Backend) -> Result<()> {
         "killed leader {old}; member {new} leads after {:.1?}",
         workload.now() - killed
     );
+    let unserved = probe_survivors(&cluster, &followers(&cluster, old), &workload.history).await;
     tokio::time::sleep(FAULT_PHASE).await;
     let during = workload.acked_writes_since(killed);
     println!(
@@ -558,7 +646,7 @@ async fn kill_leader(backend: Backend) -> Result<()> {
     tokio::time::sleep(COOL_DOWN).await;
     workload.finish(&cluster, MIN_ACKED_WRITES).await?;
     wait_caught_up(&cluster, old).await?;
-    Ok(())
+    ensure_served(new, &unserved)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -729,8 +817,8 @@ fn spawn_minority_client(
     endpoint: String,
     history: History,
     stop: Arc<AtomicBool>,
-) -> JoinHandle<MinorityReport> {
-    tokio::spawn(async move {
+) -> AbortOnDrop<MinorityReport> {
+    AbortOnDrop(tokio::spawn(async move {
         let mut report = MinorityReport::default();
         let mut seq = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -741,7 +829,10 @@ fn spawn_minority_client(
                 let args = ["get", &key, "--print-value-only", "--consistency=s"];
                 match etcdctl_in(&netns, &endpoint, &args).await {
                     Ok(_) => report.serializable_answered += 1,
-                    Err(e) => report.serializable_errors.push(e),
+                    Err(e) => {
+                        report.serializable_errors.push(e);
+                        tokio::time::sleep(ERROR_BACKOFF).await;
+                    }
                 }
                 continue;
             }
@@ -763,12 +854,15 @@ fn spawn_minority_client(
                 (_, Err(_)) => Outcome::Unknown,
             };
             history.complete(op, outcome.clone());
+            if answer.is_err() {
+                tokio::time::sleep(ERROR_BACKOFF).await;
+            }
             report
                 .recorded
                 .push((outcome, answer.unwrap_or_else(|error| error)));
         }
         report
-    })
+    }))
 }
 
 async fn partition_leader(backend: Backend) -> Result<()> {
@@ -800,6 +894,7 @@ async fn partition_leader(backend: Backend) -> Result<()> {
         "isolated leader {old}; member {new} leads after {:.1?}",
         workload.now() - isolated
     );
+    let unserved = probe_survivors(&cluster, &followers(&cluster, old), &workload.history).await;
     tokio::time::sleep(FAULT_PHASE).await;
     let during = workload.acked_writes_since(isolated);
     println!(
@@ -811,7 +906,7 @@ async fn partition_leader(backend: Backend) -> Result<()> {
         "the majority took no write during the partition"
     );
     minority_stop.store(true, Ordering::Relaxed);
-    let minority = minority.await.context("the minority client panicked")?;
+    let minority = minority.join().await?;
     println!("the minority client (etcdctl inside member {old}'s namespace): {minority:?}");
     ensure!(
         !minority.recorded.is_empty() && minority.serializable_answered > 0,
@@ -821,7 +916,7 @@ async fn partition_leader(backend: Backend) -> Result<()> {
     tokio::time::sleep(COOL_DOWN).await;
     workload.finish(&cluster, MIN_ACKED_WRITES).await?;
     wait_caught_up(&cluster, old).await?;
-    Ok(())
+    ensure_served(new, &unserved)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -861,7 +956,7 @@ async fn write_snapshot_keys(endpoint: &str, from: usize, to: usize) -> Result<(
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let endpoint = endpoint.to_string();
-        writers.push(tokio::spawn(async move {
+        writers.push(AbortOnDrop(tokio::spawn(async move {
             let mut client = connect(&endpoint).await?;
             for n in (from + w..to).step_by(WRITERS) {
                 let mut attempt = 0;
@@ -881,10 +976,10 @@ async fn write_snapshot_keys(endpoint: &str, from: usize, to: usize) -> Result<(
                 }
             }
             anyhow::Ok(())
-        }));
+        })));
     }
     for writer in writers {
-        writer.await.context("a writer panicked")??;
+        writer.join().await??;
     }
     Ok(())
 }
