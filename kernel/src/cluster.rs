@@ -4,7 +4,7 @@
 //! serves any client, and a follower hands the leader what only the leader can do.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
@@ -199,11 +199,10 @@ impl Kernel {
         let leader = metrics.current_leader.ok_or(KernelError::NoLeader)?;
         let node = metrics
             .membership_config
-            .nodes()
-            .find(|(id, _)| **id == leader)
-            .map(|(_, node)| node.clone())
-            .unwrap_or_default();
-        Ok((leader, node))
+            .membership()
+            .get_node(&leader)
+            .cloned();
+        Ok((leader, node.unwrap_or_default()))
     }
 
     /// Sends `request` to the leader, which must not be this member.
@@ -242,13 +241,11 @@ impl Kernel {
         let metrics = self.inner.raft.metrics().borrow().clone();
         // Queue on the leader's connection now, in submission order, when it is known.
         let queued = metrics.current_leader.and_then(|leader| {
-            let node = metrics
+            let addr = metrics
                 .membership_config
-                .nodes()
-                .find(|(id, _)| **id == leader)?
-                .1
-                .clone();
-            let addr = node.peer_addr()?;
+                .membership()
+                .get_node(&leader)?
+                .peer_addr()?;
             let request = PeerRequest::Forward(command.clone());
             Some(
                 self.inner
@@ -352,13 +349,7 @@ impl Kernel {
         match change {
             MembershipChange::Add { peer_urls, learner } => {
                 let first = checked_peer_urls(&peer_urls)?;
-                let taken = nodes
-                    .values()
-                    .flat_map(|n| &n.peer_urls)
-                    .any(|url| peer_urls.contains(url));
-                if taken {
-                    return Err(KernelError::PeerUrlExists);
-                }
+                refuse_taken_urls(&nodes, &peer_urls, None)?;
                 let id = member_id_for(&self.inner.config.cluster_token, &first);
                 let node = MemberNode {
                     name: String::new(),
@@ -413,14 +404,7 @@ impl Kernel {
             }
             MembershipChange::Update { id, peer_urls } => {
                 checked_peer_urls(&peer_urls)?;
-                let taken = nodes
-                    .iter()
-                    .filter(|(other, _)| **other != id)
-                    .flat_map(|(_, n)| &n.peer_urls)
-                    .any(|url| peer_urls.contains(url));
-                if taken {
-                    return Err(KernelError::PeerUrlExists);
-                }
+                refuse_taken_urls(&nodes, &peer_urls, Some(id))?;
                 let node = MemberNode {
                     peer_urls,
                     ..find(id)?
@@ -531,8 +515,9 @@ impl Kernel {
             let member = metrics
                 .borrow()
                 .membership_config
-                .nodes()
-                .any(|(id, _)| *id == self.member_id());
+                .membership()
+                .get_node(&self.member_id())
+                .is_some();
             if was_member && !member {
                 return;
             }
@@ -554,9 +539,9 @@ impl Kernel {
                 .metrics()
                 .borrow()
                 .membership_config
-                .nodes()
-                .find(|(id, _)| **id == self.member_id())
-                .map(|(_, node)| node.clone());
+                .membership()
+                .get_node(&self.member_id())
+                .cloned();
             if listed.as_ref().is_some_and(|node| {
                 node.name == self.name() && node.client_urls == self.inner.config.client_urls
             }) {
@@ -581,6 +566,23 @@ impl Kernel {
     }
 }
 
+/// "Peer URLs already exists" if a member other than `except` has one of `urls`.
+fn refuse_taken_urls(
+    nodes: &BTreeMap<u64, MemberNode>,
+    urls: &[String],
+    except: Option<u64>,
+) -> KernelResult<()> {
+    let taken = nodes
+        .iter()
+        .filter(|(id, _)| Some(**id) != except)
+        .flat_map(|(_, node)| &node.peer_urls)
+        .any(|url| urls.contains(url));
+    if taken {
+        return Err(KernelError::PeerUrlExists);
+    }
+    Ok(())
+}
+
 /// The first of `urls`, once each is `http(s)://IP:PORT`.
 fn checked_peer_urls(urls: &[String]) -> KernelResult<String> {
     if let Some(bad) = urls.iter().find(|url| peer_addr(url).is_none()) {
@@ -589,12 +591,4 @@ fn checked_peer_urls(urls: &[String]) -> KernelResult<String> {
     urls.first()
         .cloned()
         .ok_or_else(|| KernelError::BadPeerUrl(String::new()))
-}
-
-/// Keeps the peer port served by `Arc` so it stops with the last kernel handle.
-pub(crate) fn start_peer_server(
-    listener: tokio::net::TcpListener,
-    state: Arc<PeerState>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(crate::peer::serve(listener, state))
 }

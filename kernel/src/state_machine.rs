@@ -652,8 +652,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let db = self.db.clone();
         let (meta, path) = tokio::task::spawn_blocking(move || build_snapshot_file(&db))
             .await
-            .map_err(sm_err)?
-            .map_err(sm_err)?;
+            .map_err(sm_err)??;
         set_current(&self.current_snapshot, meta.clone(), path.clone());
         let file = tokio::fs::File::open(&path).await.map_err(sm_err)?;
         Ok(Snapshot {
@@ -665,23 +664,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 /// Writes the state as of now to a snapshot file (the same format as `etcdctl snapshot
 /// save` files) with the applied log id and membership it covers.
-fn build_snapshot_file(db: &DB) -> KernelResult<(Meta, PathBuf)> {
+fn build_snapshot_file(db: &DB) -> Result<(Meta, PathBuf), StorageError> {
     // openraft purges the log behind a snapshot, and applied writes skip the WAL:
     // take the snapshot, then flush, so everything it covers is durable.
     let view = ReadView::snapshot(db);
-    flush_state(db)?;
-    let read = |key: &[u8]| -> KernelResult<Option<Vec<u8>>> {
-        Ok(db.get_cf_opt(cf(db, CF_META)?, key, &view.options())?)
-    };
-    let decode_err = |e: postcard::Error| KernelError::Storage(format!("snapshot meta: {e}"));
-    let applied: Option<LogId> = match read(META_APPLIED)? {
-        Some(raw) => postcard::from_bytes(&raw).map_err(decode_err)?,
-        None => None,
-    };
-    let membership: Membership = match read(META_MEMBERSHIP)? {
-        Some(raw) => postcard::from_bytes(&raw).map_err(decode_err)?,
-        None => Membership::default(),
-    };
+    flush_state(db).map_err(sm_err)?;
+    let applied: Option<LogId> =
+        StateMachine::read_meta(db, view.options(), META_APPLIED)?.flatten();
+    let membership: Membership =
+        StateMachine::read_meta(db, view.options(), META_MEMBERSHIP)?.unwrap_or_default();
     let snapshot_id = format!(
         "{}-{}",
         applied.map(|id| id.leader_id.term).unwrap_or_default(),
@@ -689,10 +680,9 @@ fn build_snapshot_file(db: &DB) -> KernelResult<(Meta, PathBuf)> {
     );
     let dir = snapshot_dir(db);
     let building = dir.join(fresh_name("building"));
-    let info = crate::backup::write_snapshot_of(&view, db, &building)?;
+    let info = crate::backup::write_snapshot_of(&view, db, &building).map_err(sm_err)?;
     let path = dir.join(format!("snapshot-{snapshot_id}-{}", fresh_name("built")));
-    std::fs::rename(&building, &path)
-        .map_err(|e| KernelError::Storage(format!("cannot name snapshot file: {e}")))?;
+    std::fs::rename(&building, &path).map_err(sm_err)?;
     tracing::info!(
         snapshot_id,
         bytes = info.bytes,
