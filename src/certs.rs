@@ -1,5 +1,6 @@
-//! `concord certs`: a CA, a server certificate and a client certificate for local
-//! testing of TLS listeners (mutual TLS included), written as PEM files with rcgen
+//! `concord certs`: a CA, a server certificate, a client certificate and a peer
+//! certificate (both uses, for members' mutual TLS on the peer port) for local testing
+//! of TLS listeners (mutual TLS included), written as PEM files with rcgen
 //! (ring, no OpenSSL). Not for production: the CA key is thrown away, so nothing more
 //! can be signed with it, and the certificates are valid for a few years.
 
@@ -16,12 +17,14 @@ use rcgen::{
 };
 
 /// The files written, in the order `concord certs` lists them.
-pub const FILES: [&str; 5] = [
+pub const FILES: [&str; 7] = [
     "ca.pem",
     "server.pem",
     "server-key.pem",
     "client.pem",
     "client-key.pem",
+    "peer.pem",
+    "peer-key.pem",
 ];
 
 /// Parameters valid from January 1 of last year for five years, named `cn`.
@@ -57,7 +60,7 @@ fn write_new(dir: &Path, name: &str, text: &str) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Makes the CA and the two certificates and writes [`FILES`] into `args.dir`.
+/// Makes the CA and the three certificates and writes [`FILES`] into `args.dir`.
 pub fn run(args: &CertsArgs) -> Result<()> {
     if args.hosts.is_empty() {
         bail!("--hosts: at least one host name or address");
@@ -84,12 +87,23 @@ pub fn run(args: &CertsArgs) -> Result<()> {
     let client_key = KeyPair::generate()?;
     let client_cert = client.signed_by(&client_key, &issuer)?;
 
+    // A member serves its peer port and dials the others with one certificate.
+    let mut peer = params(args.hosts.clone(), "concord peer")?;
+    peer.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let peer_key = KeyPair::generate()?;
+    let peer_cert = peer.signed_by(&peer_key, &issuer)?;
+
     let texts = [
         ca_cert.pem(),
         server_cert.pem(),
         server_key.serialize_pem(),
         client_cert.pem(),
         client_key.serialize_pem(),
+        peer_cert.pem(),
+        peer_key.serialize_pem(),
     ];
     for (name, text) in FILES.iter().zip(&texts) {
         write_new(&args.dir, name, text)?;

@@ -18,13 +18,13 @@ use concord_config::{
 };
 use concord_etcd_v2::{EtcdV2Adapter, V2Service};
 use concord_etcd_v3::{ClientStream, EtcdV3Adapter, Http1Handoff};
-use concord_kernel::{Kernel, KernelConfig};
+use concord_kernel::{Kernel, KernelConfig, PeerTls};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
 use concord_plugin_host::PluginAdapter;
 use concord_zookeeper::{ZookeeperAdapter, ZookeeperOptions};
 use rustls::ServerConfig;
 
-fn kernel_config(settings: &Settings) -> KernelConfig {
+fn kernel_config(settings: &Settings, peer_tls: Option<PeerTls>) -> KernelConfig {
     KernelConfig {
         name: settings.node.name.clone(),
         data_dir: settings.node.data_dir.clone(),
@@ -48,6 +48,7 @@ fn kernel_config(settings: &Settings) -> KernelConfig {
         join_existing: settings.cluster.initial_cluster_state == InitialClusterState::Existing,
         cluster_token: settings.cluster.initial_cluster_token.clone(),
         peer_listen: settings.peer_listen(),
+        peer_tls,
     }
 }
 
@@ -59,6 +60,7 @@ struct ListenerTls {
     zookeeper: Option<Arc<ServerConfig>>,
     /// By plugin adapter name.
     plugins: BTreeMap<String, Arc<ServerConfig>>,
+    peer: Option<PeerTls>,
     certificates: Vec<Arc<tls::ReloadableCert>>,
 }
 
@@ -96,10 +98,23 @@ fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
             plugins.insert(plugin.name, config);
         }
     }
+    let peer = match &settings.cluster.peer_tls {
+        Some(name) => {
+            let profile = settings
+                .tls
+                .get(name)
+                .with_context(|| format!("cluster.peer_tls: no profile {name:?}"))?;
+            let (peer, certificate) = tls::peer_config(name, profile)?;
+            certificates.push(certificate);
+            Some(peer)
+        }
+        None => None,
+    };
     Ok(ListenerTls {
         etcd,
         zookeeper,
         plugins,
+        peer,
         certificates,
     })
 }
@@ -221,9 +236,12 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut tls = listener_tls(&settings)?;
     reload_certificates_on_sighup(std::mem::take(&mut tls.certificates))?;
-    let kernel = Kernel::open(kernel_config(&settings), Duration::from_secs(30))
-        .await
-        .context("cannot open the kernel")?;
+    let kernel = Kernel::open(
+        kernel_config(&settings, tls.peer.take()),
+        Duration::from_secs(30),
+    )
+    .await
+    .context("cannot open the kernel")?;
     tracing::info!(
         name = kernel.name(),
         member_id = %format!("{:x}", kernel.member_id()),

@@ -21,6 +21,11 @@
 //!   (the harness's own `CONCORD_*` variables are not passed on, see
 //!   [`concord_command`]).
 //!
+//! With [`ClusterBuilder::peer_mutual_tls`] members speak mutual TLS on the peer port
+//! (etcd's `--peer-cert-file --peer-key-file --peer-trusted-ca-file
+//! --peer-client-cert-auth`; Concord's `cluster.peer_tls` profile) and their peer URLs
+//! are `https://`.
+//!
 //! A member has a [`Placement`]: the IPv4 address it binds and advertises (127.0.0.1 by
 //! default) and optionally a network namespace, in which case its command runs as
 //! `ip netns exec NAME <command>` (which execs the server, so the child's pid is the
@@ -146,6 +151,8 @@ struct Member {
     child: Option<Child>,
     state: MemberState,
     starts: u32,
+    /// `http` or, with peer TLS, `https`.
+    peer_scheme: &'static str,
 }
 
 impl Member {
@@ -162,7 +169,7 @@ impl Member {
     }
 
     fn peer_url(&self) -> String {
-        format!("http://{}", self.peer_listen())
+        format!("{}://{}", self.peer_scheme, self.peer_listen())
     }
 
     fn zk_endpoint(&self) -> String {
@@ -380,9 +387,18 @@ pub struct ClusterBuilder {
     placements: Option<Vec<Placement>>,
     options: ServerOptions,
     token: Option<String>,
+    /// Certificates for mutual TLS on the peer port.
+    peer_tls: Option<PathBuf>,
 }
 
 impl ClusterBuilder {
+    /// Members speak mutual TLS to each other with the certificates `concord certs`
+    /// wrote into `dir` (`peer.pem`, `peer-key.pem`, `ca.pem`).
+    pub fn peer_mutual_tls(mut self, dir: &Path) -> Self {
+        self.peer_tls = Some(dir.to_path_buf());
+        self
+    }
+
     /// Member `i` binds `placements[i]` (one per member); all on 127.0.0.1 otherwise.
     pub fn placements(mut self, placements: Vec<Placement>) -> Self {
         self.placements = Some(placements);
@@ -431,6 +447,26 @@ impl ClusterBuilder {
                     .unwrap_or_default()
             ),
         };
+        let mut options = self.options;
+        let peer_scheme = match &self.peer_tls {
+            Some(dir) => {
+                let file = |name: &str| dir.join(name).display().to_string();
+                options.etcd_args.extend([
+                    format!("--peer-cert-file={}", file("peer.pem")),
+                    format!("--peer-key-file={}", file("peer-key.pem")),
+                    format!("--peer-trusted-ca-file={}", file("ca.pem")),
+                    "--peer-client-cert-auth".to_string(),
+                ]);
+                options.concord_env.extend([
+                    ("CONCORD_TLS__PEER__CERT".to_string(), file("peer.pem")),
+                    ("CONCORD_TLS__PEER__KEY".to_string(), file("peer-key.pem")),
+                    ("CONCORD_TLS__PEER__CLIENT_CA".to_string(), file("ca.pem")),
+                    ("CONCORD_CLUSTER__PEER_TLS".to_string(), "peer".to_string()),
+                ]);
+                "https"
+            }
+            None => "http",
+        };
         let mut used = BTreeSet::new();
         let mut members = Vec::with_capacity(self.size);
         for (index, placement) in placements.into_iter().enumerate() {
@@ -445,6 +481,7 @@ impl ClusterBuilder {
                 child: None,
                 state: MemberState::Down,
                 starts: 0,
+                peer_scheme,
             });
         }
         let all = initial_cluster(members.iter().map(|m| (m.name.as_str(), m.peer_url())));
@@ -455,7 +492,8 @@ impl ClusterBuilder {
             backend: self.backend,
             root,
             token,
-            options: self.options,
+            options,
+            peer_scheme,
             members,
             used_ports: used,
         };
@@ -474,6 +512,7 @@ pub struct Cluster {
     root: TempDir,
     token: String,
     options: ServerOptions,
+    peer_scheme: &'static str,
     members: Vec<Member>,
     /// Every port handed to a member, so added members get distinct ones.
     used_ports: BTreeSet<u16>,
@@ -488,6 +527,7 @@ impl Cluster {
             placements: None,
             options: ServerOptions::default(),
             token: None,
+            peer_tls: None,
         }
     }
 
@@ -561,7 +601,7 @@ impl Cluster {
         Ok(self.member(i)?.zk_endpoint())
     }
 
-    /// Member `i`'s advertised peer URL, `http://IP:PORT`.
+    /// Member `i`'s advertised peer URL, `http://IP:PORT` (`https://` with peer TLS).
     pub fn peer_url(&self, i: usize) -> Result<String> {
         Ok(self.member(i)?.peer_url())
     }
@@ -757,6 +797,7 @@ impl Cluster {
             child: None,
             state: MemberState::Down,
             starts: 0,
+            peer_scheme: self.peer_scheme,
         };
         let peer_url = member.peer_url();
         self.retry_membership(
@@ -1150,6 +1191,7 @@ mod tests {
             child: None,
             state: MemberState::Down,
             starts: 0,
+            peer_scheme: "http",
         }
     }
 

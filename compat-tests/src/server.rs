@@ -498,17 +498,16 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Runs `scenario` against a fresh server of each selected backend ([`backends`]), one
-/// after the other, and fails with every backend's error if any failed. Running the same
-/// scenario on real etcd checks that the test's expectations are etcd's behaviour.
-pub async fn on_each_backend<F>(scenario: F) -> Result<()>
+/// Runs `scenario` once per selected backend ([`backends`]), one after the other, and
+/// fails with every backend's error if any failed.
+pub async fn for_each_backend<F>(scenario: F) -> Result<()>
 where
-    F: AsyncFn(Session) -> Result<()>,
+    F: AsyncFn(Backend) -> Result<()>,
 {
     let mut failures = Vec::new();
     for backend in backends()? {
         println!("=== scenario on {backend}");
-        if let Err(e) = run_on(backend, &scenario).await {
+        if let Err(e) = scenario(backend).await {
             failures.push(format!("on {backend}: {e:#}"));
         }
     }
@@ -517,6 +516,16 @@ where
     } else {
         bail!("{}", failures.join("\n\n"))
     }
+}
+
+/// Runs `scenario` against a fresh server of each selected backend ([`backends`]), one
+/// after the other, and fails with every backend's error if any failed. Running the same
+/// scenario on real etcd checks that the test's expectations are etcd's behaviour.
+pub async fn on_each_backend<F>(scenario: F) -> Result<()>
+where
+    F: AsyncFn(Session) -> Result<()>,
+{
+    for_each_backend(async |backend| run_on(backend, &scenario).await).await
 }
 
 async fn run_on<F>(backend: Backend, scenario: &F) -> Result<()>

@@ -56,7 +56,9 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use concord_compat_tests::history::{Call, History, Operation, Outcome};
 use concord_compat_tests::linearizability::{self, KeyResult};
 use concord_compat_tests::netns::NetLab;
-use concord_compat_tests::{Backend, Cluster, Placement, ServerOptions, backends, ensure_eq};
+use concord_compat_tests::{
+    Backend, Cluster, Placement, ServerOptions, ensure_eq, for_each_backend,
+};
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -96,31 +98,27 @@ where
     F: AsyncFn(Backend) -> Result<()>,
 {
     let _serial = SERIAL.lock().await;
-    let mut failures = Vec::new();
-    for backend in backends()? {
+    for_each_backend(async |backend| {
         println!("=== {name} on {backend}");
         let started = Instant::now();
         let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, scenario(backend)).await;
         let took = started.elapsed();
         match outcome {
-            Ok(Ok(())) => println!("=== {name} on {backend}: passed in {took:.1?}"),
+            Ok(Ok(())) => {
+                println!("=== {name} on {backend}: passed in {took:.1?}");
+                Ok(())
+            }
             Ok(Err(e)) => {
                 println!("=== {name} on {backend}: FAILED in {took:.1?}");
-                failures.push(format!("on {backend}: {e:#}"));
+                Err(e)
             }
             Err(_) => {
                 println!("=== {name} on {backend}: TIMED OUT after {took:.1?}");
-                failures.push(format!(
-                    "on {backend}: timed out after {SCENARIO_TIMEOUT:?}"
-                ));
+                bail!("timed out after {SCENARIO_TIMEOUT:?}")
             }
         }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        bail!("{}", failures.join("\n\n"))
-    }
+    })
+    .await
 }
 
 /// An etcd-client connection to `endpoint` only, with the workload's timeouts.

@@ -13,35 +13,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use concord_compat_tests::check::pairs;
-use concord_compat_tests::{Backend, Cluster, MemberState, backends, ensure_eq};
+use concord_compat_tests::{Backend, Cluster, MemberState, ensure_eq, for_each_backend};
 use etcd_client::GetOptions;
 
 const MEMBERS: usize = 3;
 /// Bounds the catch-up polling of a restarted member.
 const CATCH_UP_ATTEMPTS: usize = 100;
 const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Runs `scenario` on every backend of [`backends`], failing with every
-/// backend's error.
-async fn on_each_cluster_backend<F>(scenario: F) -> Result<()>
-where
-    F: AsyncFn(Backend) -> Result<()>,
-{
-    let mut failures = Vec::new();
-    for backend in backends()? {
-        println!("=== cluster scenario on {backend}");
-        if let Err(e) = scenario(backend).await {
-            failures.push(format!("on {backend}: {e:#}"));
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        bail!("{}", failures.join("\n\n"))
-    }
-}
 
 /// The (key, value) pairs under `key` on member `i`, linearizable or serializable.
 async fn read(
@@ -227,15 +207,15 @@ async fn membership(backend: Backend) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failover_kill9_leader_then_restart_catches_up() -> Result<()> {
-    on_each_cluster_backend(failover).await
+    for_each_backend(failover).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigstop_leader_then_sigcont_follows() -> Result<()> {
-    on_each_cluster_backend(freeze).await
+    for_each_backend(freeze).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn learner_added_promoted_and_removed() -> Result<()> {
-    on_each_cluster_backend(membership).await
+    for_each_backend(membership).await
 }

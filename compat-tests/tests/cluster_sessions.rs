@@ -35,7 +35,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use concord_compat_tests::check::keys;
 use concord_compat_tests::python::crate_dir;
 use concord_compat_tests::zookeeper::kill_process_group;
-use concord_compat_tests::{Backend, Cluster, backends};
+use concord_compat_tests::{Backend, Cluster, backends, for_each_backend};
 use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
@@ -77,26 +77,6 @@ const MAX_KEEP_ALIVE_STREAMS: usize = 500;
 
 /// The scenarios measure timeouts: they run one at a time, not as parallel tests.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Runs `scenario` on every backend of [`backends`], failing with every backend's
-/// error.
-async fn on_each_cluster_backend<F>(scenario: F) -> Result<()>
-where
-    F: AsyncFn(Backend) -> Result<()>,
-{
-    let mut failures = Vec::new();
-    for backend in backends()? {
-        println!("=== cluster scenario on {backend}");
-        if let Err(e) = scenario(backend).await {
-            failures.push(format!("on {backend}: {e:#}"));
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        bail!("{}", failures.join("\n\n"))
-    }
-}
 
 /// Whether Concord is selected; ZooKeeper scenarios have no etcd counterpart.
 fn concord_selected(scenario: &str) -> Result<bool> {
@@ -1025,7 +1005,7 @@ async fn ephemeral_by_expiry(silence: Silence) -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_lease_survives_leader_kill_and_still_expires() -> Result<()> {
     let _serial = SERIAL.lock().await;
-    on_each_cluster_backend(lease_across_leader_kill).await
+    for_each_backend(lease_across_leader_kill).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

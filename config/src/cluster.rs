@@ -30,6 +30,10 @@ pub struct ClusterSettings {
     /// and port of `node.peer_url` when the cluster has other members, and no peer port
     /// for a node alone.
     pub peer_listen: Option<SocketAddr>,
+    /// The TLS profile of the peer port. Peers then speak mutual TLS only: the profile's
+    /// certificate serves and dials, its `client_ca` verifies the other members, and
+    /// every peer URL is `https://`.
+    pub peer_tls: Option<String>,
 }
 
 impl Default for ClusterSettings {
@@ -39,6 +43,7 @@ impl Default for ClusterSettings {
             initial_cluster_state: InitialClusterState::New,
             initial_cluster_token: "concord-cluster".into(),
             peer_listen: None,
+            peer_tls: None,
         }
     }
 }

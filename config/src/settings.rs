@@ -422,11 +422,13 @@ impl Settings {
                 "false needs adapters.zookeeper.secure_listen (otherwise nothing is served)".into(),
             ));
         }
-        self.cluster_members()
+        let members = self
+            .cluster_members()
             .map_err(|(key, message)| fail(key, message))?;
         let profile_refs = [
             ("adapters.etcd.tls", &self.adapters.etcd.tls),
             ("adapters.zookeeper.tls", &zk.tls),
+            ("cluster.peer_tls", &self.cluster.peer_tls),
         ];
         for (key, reference) in profile_refs {
             if let Some(profile) = reference
@@ -438,6 +440,8 @@ impl Settings {
                 ));
             }
         }
+        self.check_peer_tls(&members)
+            .map_err(|(key, message)| fail(key, message))?;
         for (name, profile) in &self.tls {
             if let Some(version) = &profile.min_version
                 && version != "1.2"
@@ -483,6 +487,51 @@ impl Settings {
         }
         peer_socket_addr(&self.node.peer_url).map_err(|m| ("node.peer_url", m))?;
         Ok(members)
+    }
+
+    /// With `cluster.peer_tls`, the profile must verify peers (`client_ca`) and every
+    /// peer URL must be `https://`; without it, every peer URL is `http://`. So no member
+    /// silently speaks plaintext to one that expects TLS.
+    fn check_peer_tls(&self, members: &[InitialMember]) -> Result<(), (&'static str, String)> {
+        let profile = self.cluster.peer_tls.as_ref();
+        if let Some(name) = profile
+            && self.tls.get(name).is_some_and(|p| p.client_ca.is_none())
+        {
+            return Err((
+                "cluster.peer_tls",
+                format!(
+                    "profile {name:?} has no client_ca: members verify each other's \
+                     certificates with it (the peer port is mutual TLS)"
+                ),
+            ));
+        }
+        let scheme = if profile.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
+        for member in members {
+            if !member.peer_url.starts_with(scheme) {
+                let key = if member.name == self.node.name {
+                    "node.peer_url"
+                } else {
+                    "cluster.initial_cluster"
+                };
+                let why = if profile.is_some() {
+                    "cluster.peer_tls is set"
+                } else {
+                    "cluster.peer_tls is not set (https:// peer URLs need a TLS profile)"
+                };
+                return Err((
+                    key,
+                    format!(
+                        "peer URL {:?} must start with {scheme}: {why}",
+                        member.peer_url
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Where the peer port binds: `cluster.peer_listen`, else `node.peer_url`'s address
@@ -595,6 +644,47 @@ mod tests {
         let file = write_config("[cluster]\npeer_listen = \"127.0.0.1:7000\"\n");
         let settings = Settings::load_with_env(&args_for(&file), no_env()).unwrap();
         assert_eq!(settings.peer_listen(), "127.0.0.1:7000".parse().ok());
+    }
+
+    #[test]
+    fn peer_tls_needs_a_verifying_profile_and_https_peer_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("any.pem");
+        std::fs::write(&pem, "not checked here").unwrap();
+        let config = |peer_tls: &str, client_ca: bool, scheme: &str| {
+            let ca = if client_ca {
+                format!("client_ca = {pem:?}\n")
+            } else {
+                String::new()
+            };
+            write_config(&format!(
+                "[node]\nname = \"n1\"\npeer_url = \"{scheme}://127.0.0.1:2380\"\n\
+                 [cluster]\ninitial_cluster = \"n1={scheme}://127.0.0.1:2380,\
+                 n2=https://127.0.0.2:2380\"\n{peer_tls}\n\
+                 [tls.peer]\ncert = {pem:?}\nkey = {pem:?}\n{ca}"
+            ))
+        };
+        let load =
+            |file: &tempfile::NamedTempFile| Settings::load_with_env(&args_for(file), no_env());
+        let settings = load(&config("peer_tls = \"peer\"", true, "https")).unwrap();
+        assert_eq!(settings.cluster.peer_tls.as_deref(), Some("peer"));
+
+        let err = load(&config("peer_tls = \"peer\"", false, "https")).unwrap_err();
+        assert_eq!(err.key, "cluster.peer_tls");
+        assert!(err.message.contains("has no client_ca"), "{err}");
+        let err = load(&config("peer_tls = \"nope\"", true, "https")).unwrap_err();
+        assert_eq!(err.key, "cluster.peer_tls");
+        assert!(
+            err.message.contains("no TLS profile named \"nope\""),
+            "{err}"
+        );
+        let err = load(&config("peer_tls = \"peer\"", true, "http")).unwrap_err();
+        assert_eq!(err.key, "node.peer_url");
+        assert!(err.message.contains("must start with https://"), "{err}");
+        // Without peer TLS, another member's https:// URL is refused too.
+        let err = load(&config("", true, "http")).unwrap_err();
+        assert_eq!(err.key, "cluster.initial_cluster");
+        assert!(err.message.contains("need a TLS profile"), "{err}");
     }
 
     #[test]

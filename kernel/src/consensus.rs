@@ -14,10 +14,11 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use tokio_rustls::TlsConnector;
 
 use crate::cluster::PeerRequest;
 use crate::error::KernelError;
-use crate::peer::{PeerClient, PeerError, peer_addr};
+use crate::peer::{PeerClient, PeerError, PeerTls, peer_addr};
 use crate::types::{
     Alarm, LeaseId, Revision, TreeError, TreeOp, TreeOpResult, TxnRequest, TxnResponse,
 };
@@ -120,18 +121,37 @@ pub enum RaftRpc {
 }
 
 /// Peer connections, one per member address, shared by Raft and the kernel.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PeerNetwork {
     clients: Arc<Mutex<HashMap<SocketAddr, PeerClient>>>,
+    /// Set: every connection is mutual TLS.
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for PeerNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerNetwork")
+            .field("clients", &self.clients)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl PeerNetwork {
+    /// Connections that dial with `tls` when set.
+    pub fn new(tls: Option<&PeerTls>) -> PeerNetwork {
+        PeerNetwork {
+            clients: Arc::default(),
+            tls: tls.map(|tls| TlsConnector::from(tls.client.clone())),
+        }
+    }
+
     /// The (shared) connection to `addr`.
     pub fn client(&self, addr: SocketAddr) -> PeerClient {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
             .entry(addr)
-            .or_insert_with(|| PeerClient::new(addr))
+            .or_insert_with(|| PeerClient::new(addr, self.tls.clone()))
             .clone()
     }
 }

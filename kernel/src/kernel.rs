@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::alarm::Alarms;
 use crate::backup::{self, SnapshotInfo};
-use crate::cluster::{PeerState, start_peer_server};
+use crate::cluster::PeerState;
 use crate::consensus::{Command, CommandOutcome, CommandReply, MemberNode, PeerNetwork, Raft};
 use crate::error::{KernelError, KernelResult};
 use crate::lease::{Lessor, MAX_LEASE_TTL};
@@ -49,7 +49,7 @@ const DATA_VERSION: u32 = 2;
 const META_IDENTITY: &[u8] = b"identity";
 
 /// Everything the kernel needs to start. Built and validated by the config crate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct KernelConfig {
     pub name: String,
     pub data_dir: PathBuf,
@@ -78,6 +78,8 @@ pub struct KernelConfig {
     pub cluster_token: String,
     /// Where the peer port binds (`None`: no peer port, for a node alone).
     pub peer_listen: Option<std::net::SocketAddr>,
+    /// Mutual TLS on the peer port, for serving and dialing (`None`: plaintext).
+    pub peer_tls: Option<crate::PeerTls>,
 }
 
 impl Default for KernelConfig {
@@ -98,6 +100,7 @@ impl Default for KernelConfig {
             join_existing: false,
             cluster_token: "concord-cluster".into(),
             peer_listen: None,
+            peer_tls: None,
         }
     }
 }
@@ -421,7 +424,7 @@ impl Kernel {
             })?),
             None => None,
         };
-        let network = PeerNetwork::default();
+        let network = PeerNetwork::new(config.peer_tls.as_ref());
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),
@@ -438,7 +441,12 @@ impl Kernel {
         .map_err(|e| KernelError::Storage(format!("cannot start raft: {e}")))?;
         let peer_state = Arc::new(PeerState::default());
         let _ = peer_state.raft.set(raft.clone());
-        let peer_server = peer_listener.map(|l| start_peer_server(l, peer_state.clone()));
+        let peer_acceptor = config
+            .peer_tls
+            .as_ref()
+            .map(|tls| tokio_rustls::TlsAcceptor::from(tls.server.clone()));
+        let peer_server = peer_listener
+            .map(|l| tokio::spawn(crate::peer::serve(l, peer_state.clone(), peer_acceptor)));
         let initial = initial_membership(&config, identity.member_id);
         let alone = initial.len() == 1 && !config.join_existing;
         if !raft

@@ -26,5 +26,6 @@ pub use cluster::{MembershipChange, MembershipOutcome};
 pub use error::{KernelError, KernelResult};
 pub use kernel::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Kernel, KernelConfig};
 pub use lease::MAX_LEASE_TTL;
+pub use peer::PeerTls;
 pub use tree::valid_path;
 pub use watch::{WatchEnd, Watcher};

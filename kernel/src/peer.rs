@@ -8,6 +8,11 @@
 //! request and may come back in any order. Requests on one connection are handed to the
 //! handler in the order they arrived (forwarded writes rely on it: a ZooKeeper session's
 //! pipelined writes stay in order), and each is answered as soon as it is done.
+//!
+//! With [`PeerTls`] every connection is mutual TLS: a member accepts only peers whose
+//! certificate the profile's CA signed and checks the certificate of the peer it dials
+//! against the IP address of its peer URL. A handshake that fails is logged with why and
+//! the connection dropped; there is no fallback to plaintext.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,13 +23,34 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Largest frame accepted (Raft's append-entries batches and snapshot chunks included).
 pub(crate) const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an accepted connection may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Mutual TLS on the peer port: the configuration this member serves with (it must
+/// require client certificates) and the one it dials with (it must present one).
+#[derive(Clone)]
+pub struct PeerTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerTls")
+    }
+}
+
+/// A peer connection, over TCP or TLS.
+trait PeerStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> PeerStream for S {}
 
 /// Why a peer request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,9 +98,9 @@ pub(crate) struct PeerClient {
 }
 
 impl PeerClient {
-    pub(crate) fn new(addr: SocketAddr) -> PeerClient {
+    pub(crate) fn new(addr: SocketAddr, tls: Option<TlsConnector>) -> PeerClient {
         let (queue, outgoing) = mpsc::unbounded_channel();
-        tokio::spawn(run_client_connection(addr, outgoing));
+        tokio::spawn(run_client_connection(addr, tls, outgoing));
         PeerClient { addr, queue }
     }
 
@@ -115,18 +141,46 @@ fn lock_pending(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Rep
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A connection to `addr`, with the TLS handshake done when `tls` is set.
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&TlsConnector>,
+) -> Result<Box<dyn PeerStream>, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(stream)),
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let stream = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            Ok(Box::new(stream))
+        }
+    }
+}
+
 /// Sends queued requests to `addr`, (re)connecting when there is something to send;
 /// when a connection breaks, every request waiting on it is answered `Lost`.
-async fn run_client_connection(addr: SocketAddr, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+async fn run_client_connection(
+    addr: SocketAddr,
+    tls: Option<TlsConnector>,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+) {
     let mut next_id: u64 = 0;
     while let Some(first) = outgoing.recv().await {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, tls.as_ref())).await
+        {
             Ok(Ok(stream)) => stream,
             failed => {
                 let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
+                    Ok(Err(e)) => e,
                     _ => format!("no connection within {CONNECT_TIMEOUT:?}"),
                 };
+                if why.starts_with("TLS") {
+                    tracing::warn!(peer = %addr, "{why}");
+                }
                 let unreachable = PeerError::Unreachable { addr, why };
                 let _ = first.reply.send(Err(unreachable.clone()));
                 while let Ok(queued) = outgoing.try_recv() {
@@ -135,11 +189,10 @@ async fn run_client_connection(addr: SocketAddr, mut outgoing: mpsc::UnboundedRe
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let (mut reader, writer) = stream.into_split();
+        let (mut reader, writer) = tokio::io::split(stream);
         let mut writer = BufWriter::new(writer);
         let pending: Pending = Arc::default();
-        let reading = {
+        let mut reading = {
             let pending = pending.clone();
             tokio::spawn(async move {
                 while let Ok((id, body)) = read_frame(&mut reader).await {
@@ -175,19 +228,13 @@ async fn run_client_connection(addr: SocketAddr, mut outgoing: mpsc::UnboundedRe
                     Some(more) => next = Some(more),
                     None => break,
                 },
-                _ = wait_finished(&reading) => break,
+                _ = &mut reading => break,
             }
         }
         reading.abort();
         for (_, reply) in lock_pending(&pending).drain() {
             let _ = reply.send(Err(PeerError::Lost { addr }));
         }
-    }
-}
-
-async fn wait_finished(task: &tokio::task::JoinHandle<()>) {
-    while !task.is_finished() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -233,8 +280,13 @@ pub(crate) trait PeerHandler: Send + Sync + 'static {
     fn handle(&self, body: Vec<u8>) -> Answer;
 }
 
-/// Serves the peer port on `listener` until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, handler: Arc<dyn PeerHandler>) {
+/// Serves the peer port on `listener` until the task is aborted; with `tls`, only to
+/// peers that complete its handshake.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn PeerHandler>,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -245,12 +297,32 @@ pub(crate) async fn serve(listener: TcpListener, handler: Arc<dyn PeerHandler>) 
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(stream, from, handler.clone()));
+        let handler = handler.clone();
+        let Some(acceptor) = tls.clone() else {
+            tokio::spawn(serve_connection(Box::new(stream), from, handler));
+            continue;
+        };
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(Box::new(stream), from, handler).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %from, "refusing peer connection: TLS handshake failed: {e}")
+                }
+                Err(_) => tracing::warn!(
+                    peer = %from,
+                    "refusing peer connection: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
+                ),
+            }
+        });
     }
 }
 
-async fn serve_connection(stream: TcpStream, from: SocketAddr, handler: Arc<dyn PeerHandler>) {
-    let (mut reader, writer) = stream.into_split();
+async fn serve_connection(
+    stream: Box<dyn PeerStream>,
+    from: SocketAddr,
+    handler: Arc<dyn PeerHandler>,
+) {
+    let (mut reader, writer) = tokio::io::split(stream);
     let (answers, mut to_write) = mpsc::unbounded_channel::<(u64, Vec<u8>)>();
     let writing = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
@@ -310,8 +382,8 @@ mod tests {
     async fn many_requests_share_a_connection_and_get_their_own_answers() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, Arc::new(Doubler)));
-        let client = PeerClient::new(addr);
+        let server = tokio::spawn(serve(listener, Arc::new(Doubler), None));
+        let client = PeerClient::new(addr, None);
         let calls: Vec<_> = (0..40u64)
             .map(|n| client.send::<u64, u64>(&n, Duration::from_secs(5)))
             .collect();
@@ -326,19 +398,144 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let client = PeerClient::new(addr);
+        let client = PeerClient::new(addr, None);
         let err = client
             .send::<u64, u64>(&1, Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(matches!(err, PeerError::Unreachable { .. }), "{err}");
         let listener = TcpListener::bind(addr).await.unwrap();
-        let server = tokio::spawn(serve(listener, Arc::new(Doubler)));
+        let server = tokio::spawn(serve(listener, Arc::new(Doubler), None));
         assert_eq!(
             client.send::<u64, u64>(&7, Duration::from_secs(5)).await,
             Ok(14)
         );
         server.abort();
+    }
+
+    /// A CA-signed certificate for 127.0.0.1 usable by both ends (no key usage limits).
+    fn member_certificate(
+        issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    ) -> Arc<rustls::sign::CertifiedKey> {
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let private = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        Arc::new(
+            rustls::sign::CertifiedKey::from_der(vec![cert.der().clone()], private, &provider)
+                .unwrap(),
+        )
+    }
+
+    #[derive(Debug)]
+    struct Fixed(Arc<rustls::sign::CertifiedKey>);
+
+    impl rustls::server::ResolvesServerCert for Fixed {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    impl rustls::client::ResolvesClientCert for Fixed {
+        fn resolve(
+            &self,
+            _: &[&[u8]],
+            _: &[rustls::SignatureScheme],
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    /// Mutual TLS as the binary builds it: a server requiring certificates from the CA,
+    /// and a dialing side that trusts the CA and presents `client_cert` when given.
+    fn mutual_tls(with_client_cert: bool) -> (TlsAcceptor, TlsConnector) {
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(Fixed(member_certificate(&issuer))));
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let client = if with_client_cert {
+            client.with_client_cert_resolver(Arc::new(Fixed(member_certificate(&issuer))))
+        } else {
+            client.with_no_client_auth()
+        };
+        (
+            TlsAcceptor::from(Arc::new(server)),
+            TlsConnector::from(Arc::new(client)),
+        )
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_serves_members_and_refuses_anonymous_and_plaintext_peers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (acceptor, connector) = mutual_tls(true);
+        let server = tokio::spawn(serve(listener, Arc::new(Doubler), Some(acceptor)));
+        let member = PeerClient::new(addr, Some(connector));
+        assert_eq!(
+            member.send::<u64, u64>(&21, Duration::from_secs(5)).await,
+            Ok(42)
+        );
+        // A peer without a certificate completes no exchange: the server ends the
+        // handshake (TLS 1.3 reports it to the client at its first read, so the request
+        // is lost rather than the peer unreachable).
+        let (_, anonymous) = mutual_tls(false);
+        let anonymous = PeerClient::new(addr, Some(anonymous));
+        let refused = anonymous.send::<u64, u64>(&1, Duration::from_secs(5)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(PeerError::Lost { .. } | PeerError::Unreachable { .. })
+            ),
+            "{refused:?}"
+        );
+        // A plaintext peer gets nothing either.
+        let plaintext = PeerClient::new(addr, None);
+        let refused = plaintext.send::<u64, u64>(&1, Duration::from_secs(5)).await;
+        assert!(
+            matches!(refused, Err(PeerError::Lost { .. })),
+            "{refused:?}"
+        );
+        // A member's connection to a plaintext port fails its handshake.
+        let plain_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain_addr = plain_listener.local_addr().unwrap();
+        let plain_server = tokio::spawn(serve(plain_listener, Arc::new(Doubler), None));
+        let (_, connector) = mutual_tls(true);
+        let refused = PeerClient::new(plain_addr, Some(connector))
+            .send::<u64, u64>(&1, Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(&refused, Err(PeerError::Unreachable { why, .. }) if why.starts_with("TLS")),
+            "{refused:?}"
+        );
+        server.abort();
+        plain_server.abort();
     }
 
     #[test]
