@@ -30,6 +30,7 @@
 //!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
 //! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
 //!   percentiles; [`kv_load`]: the Put/Range load `bench` and `cluster_bench` share;
+//!   [`tls_overhead`]: the plain/TLS comparison `bench --tls` prints;
 //! * [`history`] and [`linearizability`]: a thread-safe recorder of what concurrent
 //!   clients did and got back, and a Wing–Gong–Lowe linearizability checker (per-key
 //!   register model, unknown outcomes, bounded search) with a durability check against
@@ -63,6 +64,7 @@ pub mod restore;
 pub mod server;
 pub mod streams;
 pub mod tls;
+pub mod tls_overhead;
 pub mod transcripts;
 pub mod v2;
 pub mod zookeeper;

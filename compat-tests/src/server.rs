@@ -3,7 +3,9 @@
 //! A [`Server`] owns its child process and kills it (SIGKILL) when dropped, so every
 //! process a test starts is stopped even when the test panics. Start-up is awaited until
 //! the client port accepts a TCP connection and an etcd-client `status()` and `get`
-//! both succeed, bounded by [`READY_TIMEOUT`].
+//! both succeed, bounded by [`READY_TIMEOUT`]. With [`Server::start_with_tls`] the
+//! client port speaks TLS ([`ClientPortTls`]), and the probe and [`Server::client`]
+//! connect with TLS.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -16,6 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use etcd_client::{Client, ConnectOptions};
 use tempfile::TempDir;
+
+use crate::tls::ClientPortTls;
 
 /// Real etcd, as installed by Debian's `etcd-server` package.
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
@@ -128,10 +132,22 @@ pub fn concord_command() -> Result<Command> {
 
 /// An etcd-client connection to `endpoint` (`127.0.0.1:PORT`), with bounded timeouts.
 pub async fn connect(endpoint: &str) -> Result<Client> {
-    let options = ConnectOptions::new()
+    connect_maybe_tls(endpoint, None).await
+}
+
+/// Like [`connect`], over TLS (`https://`) when `tls` is given.
+pub async fn connect_maybe_tls(endpoint: &str, tls: Option<&ClientPortTls>) -> Result<Client> {
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(PROBE_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT);
-    Client::connect([format!("http://{endpoint}")], Some(options))
+    let scheme = match tls {
+        Some(tls) => {
+            options = options.with_tls(tls.client_options()?);
+            "https"
+        }
+        None => "http",
+    };
+    Client::connect([format!("{scheme}://{endpoint}")], Some(options))
         .await
         .with_context(|| format!("cannot connect to {endpoint}"))
 }
@@ -167,6 +183,8 @@ pub struct Server {
     starts: u32,
     /// Settings beyond the defaults, as each backend takes them.
     options: ServerOptions,
+    /// TLS on the client port.
+    tls: Option<ClientPortTls>,
 }
 
 /// The same setting for both backends: etcd flags and the matching Concord `CONCORD_*`
@@ -223,6 +241,16 @@ impl Server {
         Self::launch_with(backend, WorkDir::Temp(dir), options).await
     }
 
+    /// Starts `backend` like [`Server::start`], with TLS on the client port when `tls`
+    /// is given.
+    pub async fn start_with_tls(backend: Backend, tls: Option<ClientPortTls>) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("compat-{backend}-"))
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        Self::launch_full(backend, WorkDir::Temp(dir), ServerOptions::default(), tls).await
+    }
+
     /// Like [`Server::start_in`], with `options`.
     pub async fn start_in_with(
         backend: Backend,
@@ -241,6 +269,15 @@ impl Server {
     }
 
     async fn launch_with(backend: Backend, work: WorkDir, options: ServerOptions) -> Result<Self> {
+        Self::launch_full(backend, work, options, None).await
+    }
+
+    async fn launch_full(
+        backend: Backend,
+        work: WorkDir,
+        options: ServerOptions,
+        tls: Option<ClientPortTls>,
+    ) -> Result<Self> {
         let client_port = free_port()?;
         let mut peer_port = free_port()?;
         if peer_port == client_port {
@@ -256,6 +293,7 @@ impl Server {
             child: None,
             starts: 0,
             options,
+            tls,
         };
         server.spawn()?;
         server.wait_ready().await?;
@@ -319,9 +357,9 @@ impl Server {
         self.work.path().join(format!("{}.log", self.backend))
     }
 
-    /// A new etcd-client connection to this server.
+    /// A new etcd-client connection to this server (over TLS if its client port has it).
     pub async fn client(&self) -> Result<Client> {
-        connect(&self.endpoint()).await
+        connect_maybe_tls(&self.endpoint(), self.tls.as_ref()).await
     }
 
     /// The last lines of the server's log, for error messages.
@@ -350,7 +388,8 @@ impl Server {
     fn command(&self) -> Result<Command> {
         let data_dir = self.data_dir();
         let name = MEMBER_NAME;
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let command = match self.backend {
             Backend::Etcd => {
@@ -373,6 +412,9 @@ impl Server {
                     // Concord serves the v2 API by default; etcd 3.4 only when asked.
                     .arg("--enable-v2");
                 command.args(&self.options.etcd_args);
+                if let Some(tls) = &self.tls {
+                    command.args(tls.etcd_args());
+                }
                 command
             }
             Backend::Concord => {
@@ -389,6 +431,9 @@ impl Server {
                     .arg(name)
                     .env("CONCORD_NODE__PEER_URL", &peer_url);
                 command.envs(self.options.concord_env.iter().map(|(k, v)| (k, v)));
+                if let Some(tls) = &self.tls {
+                    command.envs(tls.concord_env());
+                }
                 command
             }
         };
@@ -448,9 +493,8 @@ impl Server {
         tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
             .context("TCP connect timed out")??;
-        let endpoint = self.endpoint();
         tokio::time::timeout(PROBE_TIMEOUT, async {
-            let mut client = connect(&endpoint).await?;
+            let mut client = self.client().await?;
             client.status().await.context("status")?;
             client
                 .get("compat-ready-probe", None)

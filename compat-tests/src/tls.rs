@@ -1,6 +1,8 @@
 //! What the TLS tests share: certificates made with `openssl` for a test CA (a server
-//! certificate for 127.0.0.1 and a client certificate), and a Concord process started
-//! with TLS profiles from the environment, its output in a log file, killed on drop.
+//! certificate for 127.0.0.1 and a client certificate), a Concord process started
+//! with TLS profiles from the environment, its output in a log file, killed on drop, and
+//! [`ClientPortTls`]: TLS on either backend's etcd client port for a [`crate::Server`]
+//! (the server's flags or environment, and the etcd-client options to connect).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use etcd_client::{Certificate, Identity, TlsOptions};
 
 use crate::server::concord_command;
 
@@ -115,6 +118,62 @@ pub fn profile_env(dir: &Path, name: &str, key: &str, mutual: bool) -> Vec<(Stri
         ));
     }
     env
+}
+
+/// TLS on a [`crate::Server`]'s etcd client port, with the certificates
+/// [`make_certificates`] wrote into `dir`: the server certificate, and with `mutual`
+/// the CA as client CA too (every client then presents the client certificate).
+#[derive(Debug, Clone)]
+pub struct ClientPortTls {
+    pub dir: PathBuf,
+    pub mutual: bool,
+}
+
+impl ClientPortTls {
+    /// The name of the Concord TLS profile the etcd port uses.
+    const PROFILE: &str = "client_port";
+
+    /// Real etcd's flags (besides its `https://` client URLs).
+    pub fn etcd_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--cert-file".into(),
+            self.dir.join("server.pem").into(),
+            "--key-file".into(),
+            self.dir.join("server-key.pem").into(),
+        ];
+        if self.mutual {
+            args.extend([
+                "--trusted-ca-file".into(),
+                self.dir.join("ca.pem").into(),
+                "--client-cert-auth".into(),
+            ]);
+        }
+        args
+    }
+
+    /// Concord's environment: the profile, and the etcd adapter naming it.
+    pub fn concord_env(&self) -> Vec<(String, OsString)> {
+        let mut env = profile_env(&self.dir, Self::PROFILE, "server-key.pem", self.mutual);
+        env.push(("CONCORD_ADAPTERS__ETCD__TLS".into(), Self::PROFILE.into()));
+        env
+    }
+
+    /// The etcd-client options of a client: trust the CA and, with `mutual`, present
+    /// the client certificate.
+    pub fn client_options(&self) -> Result<TlsOptions> {
+        let read = |name: &str| {
+            let path = self.dir.join(name);
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(read("ca.pem")?));
+        if self.mutual {
+            options = options.identity(Identity::from_pem(
+                read("client.pem")?,
+                read("client-key.pem")?,
+            ));
+        }
+        Ok(options)
+    }
 }
 
 /// A `concord` process, killed when dropped; stdout and stderr go to a log file.

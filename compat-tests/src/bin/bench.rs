@@ -10,46 +10,134 @@
 //! second; at the end a table gives ops/s, p50 and p99 per backend and Concord's ratio
 //! to etcd (throughput: higher is better; latency: lower is better).
 //!
+//! With `--tls server` (or `mutual`, or `server,mutual`) it measures TLS overhead
+//! instead: certificates are made with openssl in a temporary directory, and each
+//! backend is started fresh once with a plain client port and once per TLS mode (etcd
+//! with `--cert-file --key-file` and `https://` client URLs, plus `--trusted-ca-file
+//! --client-cert-auth` for mutual TLS; Concord with a TLS profile on its etcd port),
+//! and gets only the Put phase. The table then gives Put ops/s, p50 and p99 per backend
+//! and transport, each backend's TLS/plain ratios, and whether Concord keeps at least
+//! as large a share of its plain Put rate under TLS as etcd does
+//! ([`concord_compat_tests::tls_overhead`]).
+//!
 //! Usage: `bench [--seconds N] [--clients N] [--connections N] [--keys N]
-//! [--value-size N] [--backends etcd,concord]`. The `concord` binary is found as the
-//! compat tests find it (`CONCORD_BIN`, else `release/concord` beside this binary).
-//! The load itself is [`concord_compat_tests::kv_load`], shared with `cluster_bench`.
+//! [--value-size N] [--backends etcd,concord] [--tls server|mutual|server,mutual]`. The
+//! `concord` binary is found as the compat tests find it (`CONCORD_BIN`, else
+//! `release/concord` beside this binary). The load itself is
+//! [`concord_compat_tests::kv_load`], shared with `cluster_bench`. Every server is
+//! killed when its run ends or fails.
 
-use anyhow::{Result, bail};
-use concord_compat_tests::Server;
-use concord_compat_tests::bench_flags;
-use concord_compat_tests::kv_load::{self, LoadShape};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use concord_compat_tests::kv_load::{self, LoadShape, Operation};
+use concord_compat_tests::tls::make_certificates;
+use concord_compat_tests::tls_overhead::{self, TlsRun, Transport};
+use concord_compat_tests::{Backend, Server, bench_flags};
 use etcd_client::KvClient;
 
-/// The load's shape from the command line; defaults are the issue's: 64 clients over 8
-/// connections, 256-byte values, 1000 keys.
-fn shape_from_args(args: impl Iterator<Item = String>) -> Result<LoadShape> {
-    let mut shape = LoadShape::default();
+/// The command line: the load's shape (defaults are the issue's: 64 clients over 8
+/// connections, 256-byte values, 1000 keys) and the TLS modes (none: the Put and Range
+/// comparison).
+#[derive(Debug)]
+struct Flags {
+    shape: LoadShape,
+    tls: Vec<Transport>,
+}
+
+fn flags_from_args(args: impl Iterator<Item = String>) -> Result<Flags> {
+    let mut flags = Flags {
+        shape: LoadShape::default(),
+        tls: Vec::new(),
+    };
     for (flag, value) in bench_flags::pairs(args)? {
-        if !shape.apply_flag(&flag, &value)? {
+        if flag == "--tls" {
+            flags.tls = tls_overhead::parse_tls_modes(&flag, &value)?;
+        } else if !flags.shape.apply_flag(&flag, &value)? {
             bail!("unknown flag {flag}; see the module doc of bench.rs");
         }
     }
-    Ok(shape)
+    Ok(flags)
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let shape = shape_from_args(std::env::args().skip(1))?;
+    let Flags { shape, tls } = flags_from_args(std::env::args().skip(1))?;
     eprintln!("bench: {shape:?}");
+    // On Ctrl-C the run is dropped, and with it the servers (killed) and the clients.
+    tokio::select! {
+        outcome = async {
+            if tls.is_empty() {
+                run_put_and_range(&shape).await
+            } else {
+                run_tls(&shape, &tls).await
+            }
+        } => outcome,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; servers killed"),
+    }
+}
+
+/// Each backend's Put and Range phases.
+async fn run_put_and_range(shape: &LoadShape) -> Result<()> {
     let mut results = Vec::new();
     for &backend in &shape.backends {
         eprintln!("bench: starting {backend}");
         let server = Server::start(backend).await?;
         let connections = connect_all(&server, shape.connections).await?;
         let label = format!("bench: {backend}");
-        let result = kv_load::run_put_and_range(&label, backend, &shape, &connections).await?;
+        let result = kv_load::run_put_and_range(&label, backend, shape, &connections).await?;
         drop(server);
         results.push(result);
     }
     println!("load: {}", shape.describe());
     kv_load::print_results(&results);
     Ok(())
+}
+
+/// Each backend's Put phase on a plain client port, then with each of `modes`.
+async fn run_tls(shape: &LoadShape, modes: &[Transport]) -> Result<()> {
+    let certs = tempfile::Builder::new()
+        .prefix("bench-tls-")
+        .tempdir()
+        .context("cannot create a temporary directory for the certificates")?;
+    eprintln!("bench: making certificates with openssl");
+    make_certificates(certs.path())?;
+    let mut runs = Vec::new();
+    for &backend in &shape.backends {
+        for &transport in [Transport::Plain].iter().chain(modes) {
+            let label = format!("bench: {backend} {}", transport.name());
+            let put = run_put(&label, backend, transport, certs.path(), shape).await?;
+            runs.push(TlsRun {
+                backend,
+                transport,
+                put,
+            });
+        }
+    }
+    println!("load: {}, Put only", shape.describe());
+    tls_overhead::print_tls_results(&runs);
+    Ok(())
+}
+
+/// Starts `backend` with `transport` on its client port, runs the Put phase, stops it.
+async fn run_put(
+    label: &str,
+    backend: Backend,
+    transport: Transport,
+    certs: &Path,
+    shape: &LoadShape,
+) -> Result<kv_load::PhaseResult> {
+    eprintln!("{label}: starting");
+    let server = Server::start_with_tls(backend, transport.client_port_tls(certs))
+        .await
+        .with_context(|| format!("{label}: start-up"))?;
+    let connections = connect_all(&server, shape.connections)
+        .await
+        .with_context(|| format!("{label}: connecting"))?;
+    let put = kv_load::run_phase(label, Operation::Put, shape, &connections).await?;
+    drop(connections);
+    drop(server);
+    Ok(put)
 }
 
 async fn connect_all(server: &Server, count: usize) -> Result<Vec<KvClient>> {
@@ -63,18 +151,23 @@ async fn connect_all(server: &Server, count: usize) -> Result<Vec<KvClient>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concord_compat_tests::Backend;
 
     #[test]
     fn flags_override_defaults_and_bad_flags_are_refused() {
         let args = ["--seconds", "3", "--backends", "concord"].map(String::from);
-        let shape = shape_from_args(args.into_iter()).unwrap();
-        assert_eq!(shape.seconds, 3);
-        assert_eq!(shape.backends, vec![Backend::Concord]);
-        assert_eq!(shape.clients, 64);
+        let flags = flags_from_args(args.into_iter()).unwrap();
+        assert_eq!(flags.shape.seconds, 3);
+        assert_eq!(flags.shape.backends, vec![Backend::Concord]);
+        assert_eq!(flags.shape.clients, 64);
+        assert!(flags.tls.is_empty());
+        let tls = ["--tls", "server,mutual"].map(String::from);
+        let flags = flags_from_args(tls.into_iter()).unwrap();
+        assert_eq!(flags.tls, vec![Transport::ServerTls, Transport::MutualTls]);
         let bad = ["--clients", "0"].map(String::from);
-        assert!(shape_from_args(bad.into_iter()).is_err());
+        assert!(flags_from_args(bad.into_iter()).is_err());
         let unknown = ["--nope", "1"].map(String::from);
-        assert!(shape_from_args(unknown.into_iter()).is_err());
+        assert!(flags_from_args(unknown.into_iter()).is_err());
+        let bad_tls = ["--tls", "plain"].map(String::from);
+        assert!(flags_from_args(bad_tls.into_iter()).is_err());
     }
 }
