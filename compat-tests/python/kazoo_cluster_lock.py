@@ -38,46 +38,9 @@ import time
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, LockTimeout
 from kazoo.protocol.states import KazooState
-from kazoo.retry import KazooRetry
+from kazoo_cluster_common import WAIT, check, out, peer, retries, wait_until
 
-WAIT = 30  # seconds: the bound of every wait in the script
 SECOND_TRY = 3  # seconds the second client tries for the held lock
-
-
-def out(line):
-    print(line, flush=True)
-
-
-def check(name, ok, detail=""):
-    out(f"check {name} {bool(ok)} {detail}".rstrip())
-
-
-def retries():
-    return {
-        "connection_retry": KazooRetry(max_tries=60, delay=0.1, backoff=1.5, max_delay=1.0),
-        "command_retry": KazooRetry(max_tries=20, delay=0.2, backoff=1.5, max_delay=2.0),
-    }
-
-
-def peer(client):
-    """The member kazoo is connected to now (None while it is not)."""
-    try:
-        sock = client._connection._socket
-        if sock is None:
-            return None
-        host, port = sock.getpeername()[:2]
-        return f"{host}:{port}"
-    except (AttributeError, OSError):
-        return None
-
-
-def wait_until(predicate, timeout=WAIT, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def read_line_bounded(timeout):

@@ -23,28 +23,7 @@ import time
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.protocol.states import KazooState
-from kazoo.retry import KazooRetry
-
-WAIT = 30  # seconds: the bound of every wait in the script
-
-
-def out(line):
-    print(line, flush=True)
-
-
-def check(name, ok, detail=""):
-    out(f"check {name} {bool(ok)} {detail}".rstrip())
-
-
-def peer(client):
-    try:
-        sock = client._connection._socket
-        if sock is None:
-            return None
-        host, port = sock.getpeername()[:2]
-        return f"{host}:{port}"
-    except (AttributeError, OSError):
-        return None
+from kazoo_cluster_common import WAIT, check, out, peer, retries
 
 
 def main():
@@ -62,8 +41,7 @@ def main():
         hosts=hosts,
         timeout=timeout,
         client_id=(sid, password),
-        connection_retry=KazooRetry(max_tries=60, delay=0.1, backoff=1.5, max_delay=1.0),
-        command_retry=KazooRetry(max_tries=20, delay=0.2, backoff=1.5, max_delay=2.0),
+        **retries(),
     )
     client.add_listener(lambda state: states.append((state, time.monotonic() - started)))
     try:

@@ -52,7 +52,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions, StatusResponse};
 use tempfile::TempDir;
 
-use crate::server::{Backend, ETCD_BIN, ServerOptions, concord_command, free_port};
+use crate::server::{Backend, ServerOptions, concord_command, etcd_command, free_port};
 
 /// How long [`Cluster::start`] waits for every member to answer and agree on a leader.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -235,28 +235,18 @@ fn member_command(member: &Member, setup: Setup<'_>) -> Result<Command> {
     let peer_url = member.peer_url();
     let command = match setup.backend {
         Backend::Etcd => {
-            let mut command = Command::new(ETCD_BIN);
+            let mut command = etcd_command(
+                &member.name,
+                &data_dir,
+                &client_url,
+                &peer_url,
+                &member.initial_cluster,
+            );
             command
-                .arg("--name")
-                .arg(&member.name)
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--listen-client-urls")
-                .arg(&client_url)
-                .arg("--advertise-client-urls")
-                .arg(&client_url)
-                .arg("--listen-peer-urls")
-                .arg(&peer_url)
-                .arg("--initial-advertise-peer-urls")
-                .arg(&peer_url)
-                .arg("--initial-cluster")
-                .arg(&member.initial_cluster)
                 .arg("--initial-cluster-state")
                 .arg(member.initial_state.as_str())
                 .arg("--initial-cluster-token")
-                .arg(setup.token)
-                // Concord serves the v2 API by default; etcd 3.4 only when asked.
-                .arg("--enable-v2");
+                .arg(setup.token);
             command.args(&setup.options.etcd_args);
             command
         }
@@ -1178,6 +1168,7 @@ impl Drop for Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::ETCD_BIN;
 
     fn member(name: &str, placement: Placement) -> Member {
         Member {

@@ -130,6 +130,36 @@ pub fn concord_command() -> Result<Command> {
     Ok(command)
 }
 
+/// Real etcd as member `name` with its data in `data_dir`, serving and advertising
+/// `client_url` and `peer_url`, bootstrapping with `initial_cluster`, and the v2 API on
+/// (Concord serves it by default; etcd 3.4 only when asked).
+pub fn etcd_command(
+    name: &str,
+    data_dir: &Path,
+    client_url: &str,
+    peer_url: &str,
+    initial_cluster: &str,
+) -> Command {
+    let mut command = Command::new(ETCD_BIN);
+    command
+        .arg("--name")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen-client-urls")
+        .arg(client_url)
+        .arg("--advertise-client-urls")
+        .arg(client_url)
+        .arg("--listen-peer-urls")
+        .arg(peer_url)
+        .arg("--initial-advertise-peer-urls")
+        .arg(peer_url)
+        .arg("--initial-cluster")
+        .arg(initial_cluster)
+        .arg("--enable-v2");
+    command
+}
+
 /// An etcd-client connection to `endpoint` (`127.0.0.1:PORT`), with bounded timeouts.
 pub async fn connect(endpoint: &str) -> Result<Client> {
     connect_maybe_tls(endpoint, None).await
@@ -393,24 +423,9 @@ impl Server {
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let command = match self.backend {
             Backend::Etcd => {
-                let mut command = Command::new(ETCD_BIN);
-                command
-                    .arg("--name")
-                    .arg(name)
-                    .arg("--data-dir")
-                    .arg(&data_dir)
-                    .arg("--listen-client-urls")
-                    .arg(&client_url)
-                    .arg("--advertise-client-urls")
-                    .arg(&client_url)
-                    .arg("--listen-peer-urls")
-                    .arg(&peer_url)
-                    .arg("--initial-advertise-peer-urls")
-                    .arg(&peer_url)
-                    .arg("--initial-cluster")
-                    .arg(format!("{name}={peer_url}"))
-                    // Concord serves the v2 API by default; etcd 3.4 only when asked.
-                    .arg("--enable-v2");
+                let initial_cluster = format!("{name}={peer_url}");
+                let mut command =
+                    etcd_command(name, &data_dir, &client_url, &peer_url, &initial_cluster);
                 command.args(&self.options.etcd_args);
                 if let Some(tls) = &self.tls {
                     command.args(tls.etcd_args());
