@@ -1,5 +1,5 @@
 //! The `concord` binary: wiring only. Reads the configuration, opens the kernel, starts
-//! the enabled adapters through the adapter contract, reloads TLS certificates on SIGHUP
+//! the enabled adapters (and the metrics listener) through the adapter contract, reloads TLS certificates on SIGHUP
 //! and stops the adapters on SIGINT/SIGTERM;
 //! `concord certs` writes test certificates.
 
@@ -16,7 +16,7 @@ use clap::Parser;
 use concord_config::{
     Cli, InitialClusterState, PluginAdapterSettings, RestoreArgs, ServeArgs, Settings, Subcommand,
 };
-use concord_etcd_v2::{EtcdV2Adapter, V2Service};
+use concord_etcd_v2::{EtcdV2Adapter, MetricsAdapter, V2Service};
 use concord_etcd_v3::{ClientStream, EtcdV3Adapter, Http1Handoff};
 use concord_kernel::{Kernel, KernelConfig, PeerTls};
 use concord_plugin_api::{Adapter, AdapterContext, ShutdownSignal};
@@ -58,6 +58,7 @@ fn kernel_config(settings: &Settings, peer_tls: Option<PeerTls>) -> KernelConfig
 struct ListenerTls {
     etcd: Option<Arc<ServerConfig>>,
     zookeeper: Option<Arc<ServerConfig>>,
+    metrics: Option<Arc<ServerConfig>>,
     /// By plugin adapter name.
     plugins: BTreeMap<String, Arc<ServerConfig>>,
     peer: Option<PeerTls>,
@@ -91,6 +92,8 @@ fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
     )?;
     // ZooKeeper's protocol has no ALPN name, nor do the plugins' (unknown to the host).
     let zookeeper = load("adapters.zookeeper.tls", zk.enabled, &zk.tls, &[])?;
+    let m = &settings.metrics;
+    let metrics = load("metrics.tls", m.enabled, &m.tls, &[b"http/1.1"])?;
     let mut plugins = BTreeMap::new();
     for plugin in configured_plugins(settings)? {
         let key = format!("adapters.{}.tls", plugin.name);
@@ -113,6 +116,7 @@ fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
     Ok(ListenerTls {
         etcd,
         zookeeper,
+        metrics,
         plugins,
         peer,
         certificates,
@@ -191,6 +195,12 @@ fn enabled_adapters(
                 data_dir: settings.node.data_dir.display().to_string(),
             },
             tls: tls.zookeeper,
+        }));
+    }
+    if settings.metrics.enabled {
+        adapters.push(Box::new(MetricsAdapter {
+            listen: settings.metrics.listen,
+            tls: tls.metrics,
         }));
     }
     adapters

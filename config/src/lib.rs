@@ -11,6 +11,6 @@ pub use cli::{CertsArgs, Cli, RestoreArgs, ServeArgs, Subcommand};
 pub use cluster::{ClusterSettings, InitialClusterState, InitialMember, peer_socket_addr};
 pub use plugins::{BUILT_IN_ADAPTERS, PluginAdapterSettings, PluginSettings};
 pub use settings::{
-    AdapterSettings, Adapters, ConfigError, Limits, NodeSettings, RaftSettings, Settings,
-    TlsProfile,
+    AdapterSettings, Adapters, ConfigError, Limits, MetricsSettings, NodeSettings, RaftSettings,
+    Settings, TlsProfile,
 };

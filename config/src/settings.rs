@@ -29,6 +29,8 @@ pub struct Settings {
     pub raft: RaftSettings,
     pub cluster: ClusterSettings,
     pub adapters: Adapters,
+    /// The metrics listener (etcd's `--listen-metrics-urls`).
+    pub metrics: MetricsSettings,
     /// Named TLS profiles that listeners refer to.
     pub tls: BTreeMap<String, TlsProfile>,
     /// Shared libraries that provide more adapters.
@@ -142,6 +144,28 @@ impl Default for ZookeeperSettings {
             four_letter_words: vec!["srvr".into()],
             extended_types: false,
             container_check_interval_ms: 60_000,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus `/metrics` and `/health` over HTTP/1.1 on a port of their own,
+/// as etcd's `--listen-metrics-urls`. Off unless enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    /// Where it listens when enabled.
+    pub listen: SocketAddr,
+    /// Name of a `[tls.<name>]` profile; absent means plaintext.
+    pub tls: Option<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 2381)),
+            tls: None,
         }
     }
 }
@@ -429,6 +453,7 @@ impl Settings {
             ("adapters.etcd.tls", &self.adapters.etcd.tls),
             ("adapters.zookeeper.tls", &zk.tls),
             ("cluster.peer_tls", &self.cluster.peer_tls),
+            ("metrics.tls", &self.metrics.tls),
         ];
         for (key, reference) in profile_refs {
             if let Some(profile) = reference
@@ -785,6 +810,47 @@ mod tests {
             settings.adapters.zookeeper.secure_listen.map(|a| a.port()),
             Some(2181)
         );
+    }
+
+    #[test]
+    fn metrics_listener_is_off_by_default_and_its_keys_are_checked() {
+        let metrics = Settings::default().metrics;
+        assert!(!metrics.enabled);
+        assert_eq!(metrics.listen.to_string(), "127.0.0.1:2381");
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "").unwrap();
+        let file = write_config(&format!(
+            "[tls.m]\ncert = {pem:?}\nkey = {pem:?}\n\
+             [metrics]\nenabled = true\nlisten = \"127.0.0.1:9100\"\ntls = \"m\"\n"
+        ));
+        let settings = Settings::load_with_env(&args_for(&file), no_env()).unwrap();
+        assert!(settings.metrics.enabled);
+        assert_eq!(settings.metrics.listen.port(), 9100);
+        assert_eq!(settings.metrics.tls.as_deref(), Some("m"));
+        let cases = [
+            (
+                "[metrics]\ntls = \"nope\"\n",
+                "metrics.tls",
+                "no TLS profile named \"nope\" ([tls.nope] is missing)",
+            ),
+            (
+                "[metrics]\nport = 1\n",
+                "metrics.port",
+                "unknown field: found `port`",
+            ),
+            (
+                "[metrics]\nlisten = \"localhost\"\n",
+                "metrics.listen",
+                "invalid socket address syntax",
+            ),
+        ];
+        for (text, key, message) in cases {
+            let file = write_config(text);
+            let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(err.message.contains(message), "{text}: {err}");
+        }
     }
 
     #[test]

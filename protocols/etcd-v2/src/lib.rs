@@ -5,13 +5,16 @@
 //!
 //! `error`, `request` and `json` are pure (etcd's error codes, request parsing, response
 //! shapes); `keys` and `wait` talk to the kernel; `server` is the HTTP service and its
-//! adapter.
+//! adapter. `metrics` is etcd's other HTTP listener (`--listen-metrics-urls`: `/metrics`
+//! and `/health`), an adapter of its own.
 
 pub mod error;
 pub mod json;
 pub mod keys;
+pub mod metrics;
 pub mod request;
 pub mod server;
 pub mod wait;
 
+pub use metrics::MetricsAdapter;
 pub use server::{EtcdV2Adapter, V2Service};
