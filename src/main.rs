@@ -59,6 +59,8 @@ struct ListenerTls {
     etcd: Option<Arc<ServerConfig>>,
     zookeeper: Option<Arc<ServerConfig>>,
     metrics: Option<Arc<ServerConfig>>,
+    /// The v2 API's own port.
+    etcd_v2: Option<Arc<ServerConfig>>,
     /// By plugin adapter name.
     plugins: BTreeMap<String, Arc<ServerConfig>>,
     peer: Option<PeerTls>,
@@ -94,6 +96,9 @@ fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
     let zookeeper = load("adapters.zookeeper.tls", zk.enabled, &zk.tls, &[])?;
     let m = &settings.metrics;
     let metrics = load("metrics.tls", m.enabled, &m.tls, &[b"http/1.1"])?;
+    let v2 = &settings.adapters.etcd_v2;
+    let v2_own_port = v2.enabled && v2.listen.is_some();
+    let etcd_v2 = load("adapters.etcd_v2.tls", v2_own_port, &v2.tls, &[b"http/1.1"])?;
     let mut plugins = BTreeMap::new();
     for plugin in configured_plugins(settings)? {
         let key = format!("adapters.{}.tls", plugin.name);
@@ -117,6 +122,7 @@ fn listener_tls(settings: &Settings) -> anyhow::Result<ListenerTls> {
         etcd,
         zookeeper,
         metrics,
+        etcd_v2,
         plugins,
         peer,
         certificates,
@@ -163,7 +169,11 @@ fn enabled_adapters(
     let mut shared_http1 = None;
     if let Some(service) = v2_service {
         match v2.listen {
-            Some(listen) => adapters.push(Box::new(EtcdV2Adapter { listen, service })),
+            Some(listen) => adapters.push(Box::new(EtcdV2Adapter {
+                listen,
+                service,
+                tls: tls.etcd_v2.clone(),
+            })),
             None => {
                 shared_http1 = Some(Http1Handoff(Arc::new(move |stream: ClientStream| {
                     service.serve_connection(stream);

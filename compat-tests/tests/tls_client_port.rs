@@ -99,6 +99,94 @@ async fn etcd_client_over_mutual_tls(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// The v2 API on a port of its own, with a TLS profile of its own (mutual TLS): curl
+/// with a client certificate is served; without one, and in plaintext, it is refused.
+#[tokio::test]
+async fn v2_on_its_own_port_with_mutual_tls() -> Result<()> {
+    if !backends()?.contains(&Backend::Concord) {
+        println!("Concord not selected: skipped");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    make_certificates(dir.path())?;
+    let v2_port = free_port()?;
+    let mut env = profile_env(dir.path(), "v2", "server-key.pem", true);
+    env.extend([
+        (
+            "CONCORD_ADAPTERS__ETCD_V2__LISTEN".to_string(),
+            format!("127.0.0.1:{v2_port}").into(),
+        ),
+        ("CONCORD_ADAPTERS__ETCD_V2__TLS".to_string(), "v2".into()),
+    ]);
+    let args = [
+        format!("--etcd-listen=127.0.0.1:{}", free_port()?),
+        format!("--zk-listen=127.0.0.1:{}", free_port()?),
+    ];
+    let server = Concord::serve(dir.path(), "v2", &args, &env)?;
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let url = format!("https://127.0.0.1:{v2_port}/v2/keys/own/k");
+    let curl = |extra: &[String]| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "3", "--cacert", &p("ca.pem")])
+            .args(extra)
+            .output()
+    };
+    let mutual = [
+        "--cert".to_string(),
+        p("client.pem"),
+        "--key".to_string(),
+        p("client-key.pem"),
+    ];
+    server
+        .wait_until(READY_TIMEOUT, || async {
+            Ok(curl(
+                &[
+                    mutual.to_vec(),
+                    vec![format!("https://127.0.0.1:{v2_port}/version")],
+                ]
+                .concat(),
+            )?
+            .status
+            .success())
+        })
+        .await?;
+    let put = curl(
+        &[
+            mutual.to_vec(),
+            ["-XPUT", "-d", "value=own"].map(String::from).to_vec(),
+            vec![url.clone()],
+        ]
+        .concat(),
+    )?;
+    let body = String::from_utf8_lossy(&put.stdout);
+    ensure!(
+        body.contains(r#""value":"own""#),
+        "curl over the v2 TLS port: {body}"
+    );
+    let anonymous = curl(std::slice::from_ref(&url))?;
+    ensure!(
+        !anonymous.status.success(),
+        "served without a client certificate"
+    );
+    let plain = Command::new("curl")
+        .args(["-s", "--max-time", "3"])
+        .arg(format!("http://127.0.0.1:{v2_port}/v2/keys/own/k"))
+        .output()?;
+    ensure!(
+        !String::from_utf8_lossy(&plain.stdout).contains("own"),
+        "plaintext was served on the v2 TLS port"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = server.log();
+    ensure!(
+        log.matches("TLS handshake refused on the etcd v2 port")
+            .count()
+            >= 2,
+        "no log line for the refused handshakes:\n{log}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn etcd_client_crate_over_mutual_tls() -> Result<()> {
     for_each_backend(etcd_client_over_mutual_tls).await

@@ -88,6 +88,8 @@ pub struct EtcdV2Settings {
     pub enabled: bool,
     /// A port of its own; absent: the etcd client port (`adapters.etcd.listen`).
     pub listen: Option<SocketAddr>,
+    /// The TLS profile of its own port (on the shared port, `adapters.etcd.tls` applies).
+    pub tls: Option<String>,
 }
 
 impl Default for EtcdV2Settings {
@@ -95,6 +97,7 @@ impl Default for EtcdV2Settings {
         EtcdV2Settings {
             enabled: true,
             listen: None,
+            tls: None,
         }
     }
 }
@@ -382,6 +385,14 @@ impl Settings {
                 "must be set when adapters.etcd is disabled (v2 shares its port otherwise)".into(),
             ));
         }
+        if v2.tls.is_some() && v2.listen.is_none() {
+            return Err(fail(
+                "adapters.etcd_v2.tls",
+                "needs adapters.etcd_v2.listen (on the etcd client port, v2 is served with \
+                 adapters.etcd.tls)"
+                    .into(),
+            ));
+        }
         let zk = &self.adapters.zookeeper;
         if zk.min_session_timeout_ms == 0 || zk.min_session_timeout_ms > zk.max_session_timeout_ms {
             return Err(fail(
@@ -451,6 +462,7 @@ impl Settings {
             .map_err(|(key, message)| fail(key, message))?;
         let profile_refs = [
             ("adapters.etcd.tls", &self.adapters.etcd.tls),
+            ("adapters.etcd_v2.tls", &v2.tls),
             ("adapters.zookeeper.tls", &zk.tls),
             ("cluster.peer_tls", &self.cluster.peer_tls),
             ("metrics.tls", &self.metrics.tls),
@@ -749,6 +761,14 @@ mod tests {
         let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
         assert_eq!(err.key, "adapters.etcd_v2.listen");
         assert!(err.message.contains("adapters.etcd is disabled"), "{err}");
+        // TLS of its own needs a port of its own.
+        let file = write_config("[adapters.etcd_v2]\ntls = \"server\"\n");
+        let err = Settings::load_with_env(&args_for(&file), no_env()).unwrap_err();
+        assert_eq!(err.key, "adapters.etcd_v2.tls");
+        assert!(
+            err.message.contains("needs adapters.etcd_v2.listen"),
+            "{err}"
+        );
     }
 
     #[test]

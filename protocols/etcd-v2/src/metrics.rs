@@ -211,52 +211,52 @@ impl Sample {
     }
 }
 
-/// Each metric served, in order: etcd's name and help text (`concord_raft_term` is ours:
+/// Each metric served, in order: etcd's name and our help text (`concord_raft_term` is ours:
 /// etcd exports no term). All are gauges, as in etcd.
 const METRICS: [(&str, &str); 12] = [
     (
         "etcd_cluster_version",
-        "Which version is running. 1 for 'cluster_version' label with current cluster version",
+        "Always 1; the cluster_version label carries the cluster version.",
     ),
     (
         "etcd_debugging_mvcc_compact_revision",
-        "The revision of the last compaction in store.",
+        "Revision the keyspace was last compacted at (-1: never).",
     ),
     (
         "etcd_debugging_mvcc_current_revision",
-        "The current revision of store.",
+        "Newest revision of the keyspace.",
     ),
     (
         "etcd_mvcc_db_total_size_in_bytes",
-        "Total size of the underlying database physically allocated in bytes.",
+        "Bytes the storage engine holds on disk.",
     ),
     (
         "etcd_mvcc_db_total_size_in_use_in_bytes",
-        "Total size of the underlying database logically in use in bytes.",
+        "Bytes of live data in the storage engine.",
     ),
     (
         "etcd_server_has_leader",
-        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        "1 while this member knows a leader, else 0.",
     ),
     (
         "etcd_server_id",
-        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+        "Always 1; the server_id label carries this member's id in hex.",
     ),
     (
         "etcd_server_is_leader",
-        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+        "1 while this member leads, else 0.",
     ),
     (
         "etcd_server_is_learner",
-        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+        "1 while this member is a learner, else 0.",
     ),
     (
         "etcd_server_proposals_applied_total",
-        "The total number of consensus proposals applied.",
+        "Raft log index this member has applied.",
     ),
     (
         "etcd_server_version",
-        "Which version is running. 1 for 'server_version' label with current version.",
+        "Always 1; the server_version label carries the etcd version served.",
     ),
     ("concord_raft_term", "The current Raft term of this member."),
 ];

@@ -407,6 +407,8 @@ fn redirect(method: &Method, location: &str) -> Response<Body> {
 pub struct EtcdV2Adapter {
     pub listen: SocketAddr,
     pub service: V2Service,
+    /// TLS on this port (through the adapters' shared handshake); `None`: plaintext.
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Adapter for EtcdV2Adapter {
@@ -426,6 +428,7 @@ impl Adapter for EtcdV2Adapter {
                 .map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
             let service = self.service.clone();
+            let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
             let shutdown = context.shutdown.clone();
             let task = tokio::spawn(async move {
                 let stop = shutdown.wait();
@@ -438,7 +441,19 @@ impl Adapter for EtcdV2Adapter {
                                 if let Err(e) = stream.set_nodelay(true) {
                                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                                 }
-                                service.serve_connection(stream);
+                                let Some(acceptor) = acceptor.clone() else {
+                                    service.serve_connection(stream);
+                                    continue;
+                                };
+                                let service = service.clone();
+                                tokio::spawn(async move {
+                                    let port = "the etcd v2 port";
+                                    if let Some(tls) =
+                                        concord_plugin_api::tls::accept(&acceptor, stream, port).await
+                                    {
+                                        service.serve_connection(tls);
+                                    }
+                                });
                             }
                             Err(e) => tracing::warn!(error = %e, "etcd v2 accept failed"),
                         },
