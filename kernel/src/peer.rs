@@ -48,9 +48,22 @@ impl std::fmt::Debug for PeerTls {
     }
 }
 
-/// A peer connection, over TCP or TLS.
-trait PeerStream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<S: AsyncRead + AsyncWrite + Send + Unpin> PeerStream for S {}
+/// The two halves of a peer connection: plain TCP keeps tokio's lock-free
+/// `into_split`, TLS (one state machine for both directions) uses `tokio::io::split`.
+type Halves = (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+);
+
+fn tcp_halves(stream: TcpStream) -> Halves {
+    let (reader, writer) = stream.into_split();
+    (Box::new(reader), Box::new(writer))
+}
+
+fn tls_halves<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Halves {
+    let (reader, writer) = tokio::io::split(stream);
+    (Box::new(reader), Box::new(writer))
+}
 
 /// Why a peer request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,21 +155,18 @@ fn lock_pending(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Rep
 }
 
 /// A connection to `addr`, with the TLS handshake done when `tls` is set.
-async fn connect(
-    addr: SocketAddr,
-    tls: Option<&TlsConnector>,
-) -> Result<Box<dyn PeerStream>, String> {
+async fn connect(addr: SocketAddr, tls: Option<&TlsConnector>) -> Result<Halves, String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     match tls {
-        None => Ok(Box::new(stream)),
+        None => Ok(tcp_halves(stream)),
         Some(connector) => {
             let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
             let stream = connector
                 .connect(name, stream)
                 .await
                 .map_err(|e| format!("TLS handshake failed: {e}"))?;
-            Ok(Box::new(stream))
+            Ok(tls_halves(stream))
         }
     }
 }
@@ -170,26 +180,25 @@ async fn run_client_connection(
 ) {
     let mut next_id: u64 = 0;
     while let Some(first) = outgoing.recv().await {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, tls.as_ref())).await
-        {
-            Ok(Ok(stream)) => stream,
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e,
-                    _ => format!("no connection within {CONNECT_TIMEOUT:?}"),
-                };
-                if why.starts_with("TLS") {
-                    tracing::warn!(peer = %addr, "{why}");
+        let (mut reader, writer) =
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, tls.as_ref())).await {
+                Ok(Ok(halves)) => halves,
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e,
+                        _ => format!("no connection within {CONNECT_TIMEOUT:?}"),
+                    };
+                    if why.starts_with("TLS") {
+                        tracing::warn!(peer = %addr, "{why}");
+                    }
+                    let unreachable = PeerError::Unreachable { addr, why };
+                    let _ = first.reply.send(Err(unreachable.clone()));
+                    while let Ok(queued) = outgoing.try_recv() {
+                        let _ = queued.reply.send(Err(unreachable.clone()));
+                    }
+                    continue;
                 }
-                let unreachable = PeerError::Unreachable { addr, why };
-                let _ = first.reply.send(Err(unreachable.clone()));
-                while let Ok(queued) = outgoing.try_recv() {
-                    let _ = queued.reply.send(Err(unreachable.clone()));
-                }
-                continue;
-            }
-        };
-        let (mut reader, writer) = tokio::io::split(stream);
+            };
         let mut writer = BufWriter::new(writer);
         let pending: Pending = Arc::default();
         let mut reading = {
@@ -299,12 +308,12 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let Some(acceptor) = tls.clone() else {
-            tokio::spawn(serve_connection(Box::new(stream), from, handler));
+            tokio::spawn(serve_connection(tcp_halves(stream), from, handler));
             continue;
         };
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(Box::new(stream), from, handler).await,
+                Ok(Ok(stream)) => serve_connection(tls_halves(stream), from, handler).await,
                 Ok(Err(e)) => {
                     tracing::warn!(peer = %from, "refusing peer connection: TLS handshake failed: {e}")
                 }
@@ -318,11 +327,10 @@ pub(crate) async fn serve(
 }
 
 async fn serve_connection(
-    stream: Box<dyn PeerStream>,
+    (mut reader, writer): Halves,
     from: SocketAddr,
     handler: Arc<dyn PeerHandler>,
 ) {
-    let (mut reader, writer) = tokio::io::split(stream);
     let (answers, mut to_write) = mpsc::unbounded_channel::<(u64, Vec<u8>)>();
     let writing = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
