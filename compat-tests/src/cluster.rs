@@ -626,6 +626,23 @@ impl Cluster {
         out
     }
 
+    /// The (key, value) pairs of `key` read on member `i` alone, linearizable or
+    /// serializable.
+    pub async fn read(
+        &self,
+        i: usize,
+        key: &str,
+        serializable: bool,
+    ) -> Result<Vec<(String, String)>> {
+        let mut client = self.client(i).await?;
+        let options = serializable.then(|| GetOptions::new().with_serializable());
+        let response = client
+            .get(key, options)
+            .await
+            .with_context(|| format!("get {key} on member {i}"))?;
+        Ok(crate::check::pairs(response.kvs()))
+    }
+
     /// A new etcd-client connection to member `i` only.
     pub async fn client(&self, i: usize) -> Result<Client> {
         connect_to(&[self.endpoint(i)?]).await

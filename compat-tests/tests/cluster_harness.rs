@@ -14,30 +14,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use concord_compat_tests::check::pairs;
 use concord_compat_tests::{Backend, Cluster, MemberState, ensure_eq, for_each_backend};
-use etcd_client::GetOptions;
 
 const MEMBERS: usize = 3;
 /// Bounds the catch-up polling of a restarted member.
 const CATCH_UP_ATTEMPTS: usize = 100;
 const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The (key, value) pairs under `key` on member `i`, linearizable or serializable.
-async fn read(
-    cluster: &Cluster,
-    i: usize,
-    key: &str,
-    serializable: bool,
-) -> Result<Vec<(String, String)>> {
-    let mut client = cluster.client(i).await?;
-    let options = serializable.then(|| GetOptions::new().with_serializable());
-    let response = client
-        .get(key, options)
-        .await
-        .with_context(|| format!("get {key} on member {i}"))?;
-    Ok(pairs(response.kvs()))
-}
 
 fn pair(key: &str, value: &str) -> Vec<(String, String)> {
     vec![(key.to_string(), value.to_string())]
@@ -54,7 +36,7 @@ async fn failover(backend: Backend) -> Result<()> {
         .context("put through member 0")?;
     for i in 0..MEMBERS {
         ensure_eq!(
-            read(&cluster, i, "cluster/a", false).await?,
+            cluster.read(i, "cluster/a", false).await?,
             pair("cluster/a", "1"),
             "linearizable read on member {i}"
         );
@@ -77,7 +59,7 @@ async fn failover(backend: Backend) -> Result<()> {
     let mut caught_up = false;
     for _ in 0..CATCH_UP_ATTEMPTS {
         // A member still replaying may refuse or lag; only the final state counts.
-        if let Ok(kvs) = read(&cluster, old, "cluster/b", true).await
+        if let Ok(kvs) = cluster.read(old, "cluster/b", true).await
             && kvs == pair("cluster/b", "2")
         {
             caught_up = true;
@@ -92,7 +74,7 @@ async fn failover(backend: Backend) -> Result<()> {
     );
     for i in 0..MEMBERS {
         ensure_eq!(
-            read(&cluster, i, "cluster/b", false).await?,
+            cluster.read(i, "cluster/b", false).await?,
             pair("cluster/b", "2"),
             "linearizable read on member {i} after the restart"
         );
@@ -119,7 +101,7 @@ async fn freeze(backend: Backend) -> Result<()> {
     cluster.resume(old)?;
     let mut caught_up = false;
     for _ in 0..CATCH_UP_ATTEMPTS {
-        if let Ok(kvs) = read(&cluster, old, "cluster/frozen", true).await
+        if let Ok(kvs) = cluster.read(old, "cluster/frozen", true).await
             && kvs == pair("cluster/frozen", "yes")
         {
             caught_up = true;
@@ -157,7 +139,7 @@ async fn membership(backend: Backend) -> Result<()> {
     // A learner serves serializable reads once it has caught up.
     let mut caught_up = false;
     for _ in 0..CATCH_UP_ATTEMPTS {
-        if let Ok(kvs) = read(&cluster, learner, "cluster/m", true).await
+        if let Ok(kvs) = cluster.read(learner, "cluster/m", true).await
             && kvs == pair("cluster/m", "before")
         {
             caught_up = true;
@@ -176,7 +158,7 @@ async fn membership(backend: Backend) -> Result<()> {
     );
     client.put("cluster/m", "promoted", None).await?;
     ensure_eq!(
-        read(&cluster, learner, "cluster/m", false).await?,
+        cluster.read(learner, "cluster/m", false).await?,
         pair("cluster/m", "promoted"),
         "linearizable read on the promoted member"
     );
@@ -197,7 +179,7 @@ async fn membership(backend: Backend) -> Result<()> {
     client.put("cluster/m", "after", None).await?;
     for i in 0..MEMBERS {
         ensure_eq!(
-            read(&cluster, i, "cluster/m", false).await?,
+            cluster.read(i, "cluster/m", false).await?,
             pair("cluster/m", "after"),
             "linearizable read on member {i} after the removal"
         );

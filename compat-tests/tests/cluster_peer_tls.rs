@@ -46,21 +46,6 @@ fn make_certificates(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn read(
-    cluster: &Cluster,
-    i: usize,
-    key: &str,
-    serializable: bool,
-) -> Result<Vec<(String, String)>> {
-    let mut client = cluster.client(i).await?;
-    let options = serializable.then(|| GetOptions::new().with_serializable());
-    let response = client
-        .get(key, options)
-        .await
-        .with_context(|| format!("get {key} on member {i}"))?;
-    Ok(pairs(response.kvs()))
-}
-
 /// Everything the peer sends until it closes, or an error; bounded by [`IO_TIMEOUT`].
 async fn until_closed<S: AsyncReadExt + Unpin>(stream: &mut S) -> Result<Result<Vec<u8>, String>> {
     let mut seen = Vec::new();
@@ -171,7 +156,7 @@ async fn peer_tls_cluster(backend: Backend) -> Result<()> {
     let want = vec![("/tls/after-kill".to_string(), "still".to_string())];
     let mut caught_up = false;
     for _ in 0..CATCH_UP_ATTEMPTS {
-        if read(&cluster, leader, "/tls/after-kill", true).await.ok() == Some(want.clone()) {
+        if cluster.read(leader, "/tls/after-kill", true).await.ok() == Some(want.clone()) {
             caught_up = true;
             break;
         }
@@ -182,7 +167,7 @@ async fn peer_tls_cluster(backend: Backend) -> Result<()> {
         "the restarted member never showed the write\n{}",
         cluster.log_tails()
     );
-    ensure!(read(&cluster, leader, "/tls/after-kill", false).await? == want);
+    ensure!(cluster.read(leader, "/tls/after-kill", false).await? == want);
 
     strangers_are_refused(certs.path(), &cluster.peer_url(new_leader)?).await?;
     if backend == Backend::Concord {
