@@ -72,6 +72,6 @@ pub mod zookeeper;
 pub use cluster::{Cluster, MemberState, Placement};
 pub use etcdctl::{Etcdctl, Output, etcdctl};
 pub use server::{
-    Backend, Server, ServerOptions, Session, backends, connect, for_each_backend, free_port,
-    on_each_backend,
+    Backend, Server, ServerOptions, Session, backends, concord_skipped, connect, for_each_backend,
+    free_port, on_each_backend,
 };

@@ -557,6 +557,16 @@ impl fmt::Debug for Session {
     }
 }
 
+/// Whether a Concord-only test skips: true (with a line saying so) when Concord is not
+/// among the selected [`backends`].
+pub fn concord_skipped() -> Result<bool> {
+    let skipped = !backends()?.contains(&Backend::Concord);
+    if skipped {
+        println!("Concord not selected: skipped");
+    }
+    Ok(skipped)
+}
+
 /// Runs `scenario` once per selected backend ([`backends`]), one after the other, and
 /// fails with every backend's error if any failed.
 pub async fn for_each_backend<F>(scenario: F) -> Result<()>

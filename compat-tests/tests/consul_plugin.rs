@@ -12,7 +12,7 @@ use base64::Engine;
 use concord_compat_tests::plugins::{concord_with_config, plugin_library, plugin_section};
 use concord_compat_tests::python::session;
 use concord_compat_tests::tls::make_certificates;
-use concord_compat_tests::{Backend, Server, backends, free_port};
+use concord_compat_tests::{Server, concord_skipped, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zookeeper_client as zk;
@@ -26,8 +26,7 @@ struct Consul {
 }
 
 async fn concord_with_consul() -> Result<Option<Consul>> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(None);
     }
     let dir = tempfile::tempdir()?;
@@ -312,8 +311,7 @@ async fn curl(args: &[&str], url: &str) -> Result<(i32, String)> {
 
 #[tokio::test]
 async fn the_host_does_mutual_tls_for_a_plugin() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;

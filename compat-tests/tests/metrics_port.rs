@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use concord_compat_tests::tls::{Concord, make_certificates, profile_env};
-use concord_compat_tests::{Backend, backends, connect, free_port};
+use concord_compat_tests::{concord_skipped, connect, free_port};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the server may take to log a refused handshake.
@@ -110,8 +110,7 @@ async fn wait_healthy(server: &Concord, args: &[String], url: &str) -> Result<()
 
 #[tokio::test]
 async fn metrics_health_and_404_on_the_plain_metrics_port() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -166,8 +165,7 @@ async fn metrics_health_and_404_on_the_plain_metrics_port() -> Result<()> {
 
 #[tokio::test]
 async fn the_metrics_port_is_closed_unless_enabled() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -190,8 +188,7 @@ async fn the_metrics_port_is_closed_unless_enabled() -> Result<()> {
 
 #[tokio::test]
 async fn metrics_over_mutual_tls() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -235,8 +232,7 @@ async fn metrics_over_mutual_tls() -> Result<()> {
 
 #[tokio::test]
 async fn check_config_names_a_bad_metrics_profile_and_loads_a_good_one() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;

@@ -9,19 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use concord_compat_tests::plugins::{concord_with_config, plugin_library, plugin_section};
-use concord_compat_tests::{Backend, Server, backends, free_port};
+use concord_compat_tests::{Server, concord_skipped, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn concord_selected() -> Result<bool> {
-    let selected = backends()?.contains(&Backend::Concord);
-    if !selected {
-        println!("Concord not selected: skipped");
-    }
-    Ok(selected)
-}
 
 /// Reads until `want` bytes have arrived (or the peer closes, or time runs out).
 async fn read_exactly(stream: &mut TcpStream, want: usize) -> Result<Vec<u8>> {
@@ -77,7 +69,7 @@ async fn etcd_still_serves(server: &Server) -> Result<()> {
 
 #[tokio::test]
 async fn a_loaded_plugin_serves_and_a_panic_stops_only_it() -> Result<()> {
-    if !concord_selected()? {
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -137,7 +129,7 @@ async fn a_loaded_plugin_serves_and_a_panic_stops_only_it() -> Result<()> {
 
 #[tokio::test]
 async fn libraries_that_cannot_be_plugins_are_refused_at_load() -> Result<()> {
-    if !concord_selected()? {
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use concord_compat_tests::server::connect_maybe_tls;
 use concord_compat_tests::tls::{ClientPortTls, Concord, MUTUAL, make_certificates, profile_env};
-use concord_compat_tests::{Backend, Server, backends, for_each_backend, free_port};
+use concord_compat_tests::{Backend, Server, concord_skipped, for_each_backend, free_port};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -103,8 +103,7 @@ async fn etcd_client_over_mutual_tls(backend: Backend) -> Result<()> {
 /// with a client certificate is served; without one, and in plaintext, it is refused.
 #[tokio::test]
 async fn v2_on_its_own_port_with_mutual_tls() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -194,8 +193,7 @@ async fn etcd_client_crate_over_mutual_tls() -> Result<()> {
 
 #[tokio::test]
 async fn mutual_tls_on_the_etcd_client_port() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -279,7 +277,7 @@ async fn mutual_tls_on_the_etcd_client_port() -> Result<()> {
 
 #[tokio::test]
 async fn a_key_that_does_not_match_its_certificate_stops_start_up() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -335,7 +333,7 @@ async fn a_key_that_does_not_match_its_certificate_stops_start_up() -> Result<()
 
 #[tokio::test]
 async fn concord_certs_makes_a_mutual_tls_setup_etcdctl_accepts() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;

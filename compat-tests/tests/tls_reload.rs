@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use concord_compat_tests::tls::{Concord, make_certificates, profile_env};
-use concord_compat_tests::{Backend, backends, free_port};
+use concord_compat_tests::{concord_skipped, free_port};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -85,8 +85,7 @@ fn pem_der(path: &Path) -> Result<Vec<u8>> {
 
 #[tokio::test]
 async fn sighup_reloads_the_certificate_and_keeps_connections() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use concord_compat_tests::tls::{Concord, make_certificates, profile_env};
 use concord_compat_tests::zookeeper::probe_session;
-use concord_compat_tests::{Backend, backends, free_port, python};
+use concord_compat_tests::{concord_skipped, free_port, python};
 use zookeeper_client as zk;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -91,8 +91,7 @@ async fn wait_for_log_line(server: &Concord, parts: &[&str]) -> Result<()> {
 
 #[tokio::test]
 async fn kazoo_on_the_secure_port_beside_the_plain_one() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
@@ -185,8 +184,7 @@ async fn children(client: &zk::Client, path: &str) -> Result<Vec<String>> {
 
 #[tokio::test]
 async fn zookeeper_client_crate_over_mutual_tls() -> Result<()> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(());
     }
     // The crate builds its rustls `ClientConfig` with `ClientConfig::builder()`, which

@@ -4,11 +4,10 @@
 
 use anyhow::{Result, ensure};
 use concord_compat_tests::v2::call;
-use concord_compat_tests::{Backend, Server, ServerOptions, backends, free_port};
+use concord_compat_tests::{Backend, Server, ServerOptions, concord_skipped, free_port};
 
 async fn concord_with(env: &[(&str, String)]) -> Result<Option<Server>> {
-    if !backends()?.contains(&Backend::Concord) {
-        println!("Concord not selected: skipped");
+    if concord_skipped()? {
         return Ok(None);
     }
     let options = ServerOptions {
