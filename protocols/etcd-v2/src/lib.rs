@@ -6,11 +6,13 @@
 //! `error`, `request` and `json` are pure (etcd's error codes, request parsing, response
 //! shapes); `keys` and `wait` talk to the kernel; `server` is the HTTP service and its
 //! adapter. `metrics` is etcd's other HTTP listener (`--listen-metrics-urls`: `/metrics`
-//! and `/health`), an adapter of its own.
+//! and `/health`), an adapter of its own; `listener` is the accept loop both of their
+//! own ports use.
 
 pub mod error;
 pub mod json;
 pub mod keys;
+mod listener;
 pub mod metrics;
 pub mod request;
 pub mod server;

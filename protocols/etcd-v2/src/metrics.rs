@@ -14,15 +14,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use concord_kernel::types::{AlarmKind, NodeStatus, RangeRequest};
 use concord_kernel::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Kernel, KernelResult};
-use concord_plugin_api::{Adapter, AdapterContext, AdapterError, RunningAdapter, StartFuture};
+use concord_plugin_api::{Adapter, AdapterContext, StartFuture};
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
+
+use crate::listener::Http1Port;
 
 /// Names the listener in the TLS refusal log line.
 const PORT: &str = "the metrics port";
@@ -49,53 +50,17 @@ impl Adapter for MetricsAdapter {
 
     fn start(self: Box<Self>, context: AdapterContext) -> StartFuture {
         Box::pin(async move {
-            let bind_error = |source| AdapterError::Bind {
-                adapter: "metrics".into(),
-                addr: self.listen,
-                source,
+            let port = Http1Port {
+                adapter: "metrics",
+                port: PORT,
+                listen: self.listen,
+                tls: self.tls,
             };
-            let listener = tokio::net::TcpListener::bind(self.listen)
-                .await
-                .map_err(bind_error)?;
-            let local = listener.local_addr().map_err(bind_error)?;
-            let self_tls = self.tls.is_some();
-            let acceptor = self.tls.map(TlsAcceptor::from);
-            let kernel = context.kernel;
-            let stop = context.shutdown.wait();
-            let task = tokio::spawn(async move {
-                tokio::pin!(stop);
-                loop {
-                    let stream = tokio::select! {
-                        () = &mut stop => return Ok(()),
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "metrics accept failed");
-                                continue;
-                            }
-                        },
-                    };
-                    let (kernel, acceptor) = (kernel.clone(), acceptor.clone());
-                    tokio::spawn(async move {
-                        match acceptor {
-                            None => serve_connection(kernel, stream).await,
-                            Some(acceptor) => {
-                                let accepted =
-                                    concord_plugin_api::tls::accept(&acceptor, stream, PORT);
-                                if let Some(tls) = accepted.await {
-                                    serve_connection(kernel, tls).await;
-                                }
-                            }
-                        }
-                    });
-                }
-            });
-            tracing::info!(%local, tls = self_tls, "metrics listening");
-            Ok(RunningAdapter {
-                name: "metrics".into(),
-                listening_on: vec![local],
-                task,
+            let kernel = context.kernel.clone();
+            port.start(&context, move |stream| {
+                tokio::spawn(serve_connection(kernel.clone(), stream));
             })
+            .await
         })
     }
 }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use concord_kernel::{ETCD_CLUSTER_VERSION, ETCD_VERSION, Kernel};
-use concord_plugin_api::{Adapter, AdapterContext, AdapterError, RunningAdapter, StartFuture};
+use concord_plugin_api::{Adapter, AdapterContext, StartFuture};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -28,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::{V2Error, code};
 use crate::json::rfc3339_nanos;
 use crate::keys::{Answer, Keys, StoreStats};
+use crate::listener::Http1Port;
 use crate::request::{self, KEYS_PREFIX, KeyRequest};
 use crate::wait::{self, Actions, WaitSpec};
 
@@ -418,54 +419,15 @@ impl Adapter for EtcdV2Adapter {
 
     fn start(self: Box<Self>, context: AdapterContext) -> StartFuture {
         Box::pin(async move {
-            let bind_error = |source| AdapterError::Bind {
-                adapter: "etcd_v2".into(),
-                addr: self.listen,
-                source,
+            let port = Http1Port {
+                adapter: "etcd_v2",
+                port: "the etcd v2 port",
+                listen: self.listen,
+                tls: self.tls,
             };
-            let listener = tokio::net::TcpListener::bind(self.listen)
+            let service = self.service;
+            port.start(&context, move |stream| service.serve_connection(stream))
                 .await
-                .map_err(bind_error)?;
-            let local = listener.local_addr().map_err(bind_error)?;
-            let service = self.service.clone();
-            let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
-            let shutdown = context.shutdown.clone();
-            let task = tokio::spawn(async move {
-                let stop = shutdown.wait();
-                tokio::pin!(stop);
-                loop {
-                    tokio::select! {
-                        () = &mut stop => return Ok(()),
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => {
-                                if let Err(e) = stream.set_nodelay(true) {
-                                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                                }
-                                let Some(acceptor) = acceptor.clone() else {
-                                    service.serve_connection(stream);
-                                    continue;
-                                };
-                                let service = service.clone();
-                                tokio::spawn(async move {
-                                    let port = "the etcd v2 port";
-                                    if let Some(tls) =
-                                        concord_plugin_api::tls::accept(&acceptor, stream, port).await
-                                    {
-                                        service.serve_connection(tls);
-                                    }
-                                });
-                            }
-                            Err(e) => tracing::warn!(error = %e, "etcd v2 accept failed"),
-                        },
-                    }
-                }
-            });
-            tracing::info!(%local, "etcd v2 HTTP listening");
-            Ok(RunningAdapter {
-                name: "etcd_v2".into(),
-                listening_on: vec![local],
-                task,
-            })
         })
     }
 }
