@@ -4,7 +4,7 @@
 //! Writers (the Raft apply step) are single-threaded; readers take a RocksDB snapshot so
 //! the revision they report and the data they return belong together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, Snapshot, WriteBatch};
@@ -59,6 +59,63 @@ fn in_range(key: &[u8], range_end: &[u8]) -> bool {
 pub struct ReadView<'a> {
     db: &'a DB,
     snapshot: Option<Snapshot<'a>>,
+    /// Writes staged but not yet written, seen on top of the live DB (see [`Pending`]).
+    pending: Option<&'a Pending>,
+}
+
+/// What the point transactions of a shared apply batch have staged but not written yet:
+/// the latest state of the keys they changed and the revision they reached. Reads made
+/// while applying the next point transaction see these on top of the live DB; only the
+/// reads a point transaction makes are covered (see [`is_point_txn`]).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    latest: HashMap<Vec<u8>, Option<StoredKv>>,
+    revision: Revision,
+    compact_revision: Revision,
+}
+
+impl Pending {
+    /// Nothing staged yet, on top of the stored state of `db`.
+    pub(crate) fn over(db: &DB) -> KernelResult<Self> {
+        let view = ReadView::live(db);
+        Ok(Pending {
+            latest: HashMap::new(),
+            revision: view.revision()?,
+            compact_revision: view.compact_revision()?,
+        })
+    }
+
+    /// The revision the staged writes reached.
+    pub(crate) fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// Records `changes`, staged at `revision`.
+    pub(crate) fn record(&mut self, revision: Revision, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        self.revision = revision;
+        for change in changes {
+            self.latest.insert(change.key.clone(), change.kv.clone());
+        }
+    }
+}
+
+/// Whether `txn` reads only single keys at the current revision: every compare and every
+/// op names one key (no range end), no Range asks for an old revision, nested txns alike.
+/// Such a txn reads nothing but `kv_latest` entries, leases and the revision marks, so it
+/// can run on top of a [`Pending`] set of staged writes.
+pub(crate) fn is_point_txn(txn: &TxnRequest) -> bool {
+    let point_op = |op: &RequestOp| match op {
+        RequestOp::Range(r) => r.range_end.is_empty() && r.revision == 0,
+        RequestOp::Put(_) => true,
+        RequestOp::DeleteRange(d) => d.range_end.is_empty(),
+        RequestOp::Txn(nested) => is_point_txn(nested),
+    };
+    txn.compare.iter().all(|c| c.range_end.is_empty())
+        && txn.success.iter().all(point_op)
+        && txn.failure.iter().all(point_op)
 }
 
 impl<'a> ReadView<'a> {
@@ -66,11 +123,36 @@ impl<'a> ReadView<'a> {
         ReadView {
             db,
             snapshot: Some(db.snapshot()),
+            pending: None,
         }
     }
 
     pub fn live(db: &'a DB) -> Self {
-        ReadView { db, snapshot: None }
+        ReadView {
+            db,
+            snapshot: None,
+            pending: None,
+        }
+    }
+
+    /// The live DB with `pending` staged writes on top.
+    pub(crate) fn over_pending(db: &'a DB, pending: &'a Pending) -> Self {
+        ReadView {
+            db,
+            snapshot: None,
+            pending: Some(pending),
+        }
+    }
+
+    /// Refuses a read that [`Pending`] does not cover while writes are staged (a bug in
+    /// [`is_point_txn`] would otherwise read a stale state).
+    fn check_uncovered_read(&self, what: &str) -> KernelResult<()> {
+        match self.pending {
+            Some(pending) if !pending.latest.is_empty() => Err(KernelError::Storage(format!(
+                "{what} read while point writes are staged"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn options(&self) -> ReadOptions {
@@ -98,11 +180,17 @@ impl<'a> ReadView<'a> {
 
     /// The current revision; an empty keyspace is at revision 1, as in etcd.
     pub fn revision(&self) -> KernelResult<Revision> {
-        self.meta_i64(META_REVISION, 1)
+        match self.pending {
+            Some(pending) => Ok(pending.revision),
+            None => self.meta_i64(META_REVISION, 1),
+        }
     }
 
     pub fn compact_revision(&self) -> KernelResult<Revision> {
-        self.meta_i64(META_COMPACT_REVISION, 0)
+        match self.pending {
+            Some(pending) => Ok(pending.compact_revision),
+            None => self.meta_i64(META_COMPACT_REVISION, 0),
+        }
     }
 
     /// The stored lease `id`, if it exists.
@@ -149,6 +237,9 @@ impl<'a> ReadView<'a> {
     }
 
     pub(crate) fn latest(&self, key: &[u8]) -> KernelResult<Option<StoredKv>> {
+        if let Some(staged) = self.pending.and_then(|p| p.latest.get(key)) {
+            return Ok(staged.clone());
+        }
         match self.get(CF_KV_LATEST, key)? {
             None => Ok(None),
             Some(v) => StoredKv::decode(&v).map(Some).ok_or_else(|| corrupt("kv")),
@@ -164,6 +255,7 @@ impl<'a> ReadView<'a> {
                 .into_iter()
                 .collect());
         }
+        self.check_uncovered_read("range")?;
         let mut out = Vec::new();
         let iter = self.db.iterator_cf_opt(
             cf(self.db, CF_KV_LATEST)?,
@@ -188,6 +280,7 @@ impl<'a> ReadView<'a> {
         range_end: &[u8],
         revision: Revision,
     ) -> KernelResult<Vec<KeyValue>> {
+        self.check_uncovered_read("history")?;
         let mut out = Vec::new();
         let start = keyrev_key(key, 0);
         let iter = self.db.iterator_cf_opt(
@@ -632,6 +725,42 @@ impl MvccWriter {
         batch: &mut WriteBatch,
     ) -> KernelResult<()> {
         crate::tree::stage_meta(&self.db, revision, changes, tree_metas, batch)?;
+        self.stage_key_changes(revision, changes, batch)?;
+        self.stage_revision(revision, batch)
+    }
+
+    /// Runs a point txn (see [`is_point_txn`]) on top of the writes `pending` has staged.
+    pub(crate) fn txn_over_pending(
+        &self,
+        txn: &TxnRequest,
+        pending: &Pending,
+    ) -> KernelResult<Applied> {
+        execute_txn(ReadView::over_pending(&self.db, pending), txn)
+    }
+
+    /// Stages the revision mark.
+    pub(crate) fn stage_revision(
+        &self,
+        revision: Revision,
+        batch: &mut WriteBatch,
+    ) -> KernelResult<()> {
+        batch.put_cf(
+            cf(&self.db, CF_META)?,
+            META_REVISION,
+            revision.to_be_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Stages the key records of `changes` at `revision` (latest state, history, lease
+    /// attachments), without tree metadata or the revision mark. Stages all of them or,
+    /// if a column family is missing, none.
+    pub(crate) fn stage_key_changes(
+        &self,
+        revision: Revision,
+        changes: &[Change],
+        batch: &mut WriteBatch,
+    ) -> KernelResult<()> {
         let latest = cf(&self.db, CF_KV_LATEST)?;
         let keyrev = cf(&self.db, CF_KV_KEYREV)?;
         let hist = cf(&self.db, CF_KV_HIST)?;
@@ -658,11 +787,6 @@ impl MvccWriter {
             batch.put_cf(keyrev, keyrev_key(&change.key, revision), entry.encode());
             batch.put_cf(hist, hist_key(revision, sub as u32), &change.key);
         }
-        batch.put_cf(
-            cf(&self.db, CF_META)?,
-            META_REVISION,
-            revision.to_be_bytes(),
-        );
         Ok(())
     }
 

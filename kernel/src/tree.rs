@@ -740,6 +740,24 @@ impl<'a> TreeExecutor<'a> {
     }
 }
 
+/// The parent node whose metadata `change` alters: the parent of a node it creates or
+/// removes. Other changes (updates, keys outside the `/` tree) leave tree metadata alone.
+fn reshaped_parent(change: &Change) -> Option<&[u8]> {
+    let created = change.prev.is_none() && change.kv.is_some();
+    let removed = change.kv.is_none();
+    if created || removed {
+        parent_of(&change.key)
+    } else {
+        None
+    }
+}
+
+/// Whether staging `changes` alters tree metadata (then [`stage_meta`] reads the stored
+/// metadata and children of their parents).
+pub(crate) fn reshapes_tree(changes: &[Change]) -> bool {
+    changes.iter().any(|c| reshaped_parent(c).is_some())
+}
+
 /// Stages the tree metadata that goes with `changes` at `revision`: the metas given
 /// (nodes created or modified by tree operations), a cversion/pzxid bump of the parent
 /// of every path key created or deleted, and the removal of deleted nodes' metadata.
@@ -755,10 +773,7 @@ pub(crate) fn stage_meta(
     for change in changes {
         let created = change.prev.is_none() && change.kv.is_some();
         let removed = change.kv.is_none();
-        if !(created || removed) {
-            continue;
-        }
-        let Some(parent) = parent_of(&change.key) else {
+        let Some(parent) = reshaped_parent(change) else {
             continue;
         };
         if removed {

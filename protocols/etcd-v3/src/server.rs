@@ -100,10 +100,10 @@ impl Routes {
     async fn route(self, stream: TcpStream) {
         let Some(acceptor) = self.tls else {
             match (&self.http1, speaks_http2(&stream).await) {
-                (Some(handoff), Some(false)) => (handoff.0)(ClientStream::Plain(stream)),
+                (Some(handoff), Some(false)) => (handoff.0)(ClientStream::plain(stream)),
                 (_, None) => {}
                 _ => {
-                    let _ = self.grpc.send(Ok(ClientStream::Plain(stream))).await;
+                    let _ = self.grpc.send(Ok(ClientStream::plain(stream))).await;
                 }
             }
             return;
@@ -115,9 +115,9 @@ impl Routes {
         };
         let http1 = tls.get_ref().1.alpn_protocol() == Some(b"http/1.1".as_slice());
         match (&self.http1, http1) {
-            (Some(handoff), true) => (handoff.0)(ClientStream::Tls(Box::new(tls))),
+            (Some(handoff), true) => (handoff.0)(ClientStream::tls(tls)),
             _ => {
-                let _ = self.grpc.send(Ok(ClientStream::Tls(Box::new(tls)))).await;
+                let _ = self.grpc.send(Ok(ClientStream::tls(tls))).await;
             }
         }
     }
@@ -144,7 +144,7 @@ async fn accept_loop(listener: TcpListener, routes: Routes) {
         if routes.http1.is_none() && routes.tls.is_none() {
             if routes
                 .grpc
-                .send(Ok(ClientStream::Plain(stream)))
+                .send(Ok(ClientStream::plain(stream)))
                 .await
                 .is_err()
             {
