@@ -490,11 +490,18 @@ impl StateMachine {
         log_id: LogId,
         entry_done: bool,
     ) -> Result<(), StorageError> {
-        let (Some(index), Some(pending)) = (shared.last_index, shared.pending.as_ref()) else {
+        // Taken whole, so that nothing read from the stored state before a command that
+        // runs alone outlives it (a point txn that ran alone left `pending` set).
+        let SharedBatch {
+            mut batch,
+            pending,
+            published,
+            last_index,
+        } = std::mem::take(shared);
+        let (Some(index), Some(pending)) = (last_index, pending) else {
             return Ok(());
         };
-        let mut batch = std::mem::take(&mut shared.batch);
-        if !shared.published.is_empty() {
+        if !published.is_empty() {
             self.writer
                 .stage_revision(pending.revision(), &mut batch)
                 .map_err(sm_err)?;
@@ -509,10 +516,9 @@ impl StateMachine {
             stage_applied(&mut batch, cf_meta, log_id)?;
         }
         self.write(batch)?;
-        for (revision, changes) in std::mem::take(&mut shared.published) {
+        for (revision, changes) in published {
             self.hub.publish(revision, &changes);
         }
-        *shared = SharedBatch::default();
         Ok(())
     }
 
@@ -949,6 +955,7 @@ mod tests {
             put("a"),
             put("/dir"),
             put("/dir/x"),
+            put("z"),
         ];
         let outcomes = sm.apply([entry(1, Command::Batch(batch))]).await.unwrap();
         let Ok(CommandReply::Batch(inner)) = &outcomes[0] else {
@@ -972,7 +979,14 @@ mod tests {
         let a = view.latest(b"a").unwrap().unwrap();
         assert_eq!((a.create_revision, a.mod_revision, a.version), (6, 6, 1));
         assert!(view.latest(b"b").unwrap().is_none());
-        assert_eq!(view.revision().unwrap(), 8);
+        let x = view.latest(b"/dir/x").unwrap().unwrap();
+        let z = view.latest(b"z").unwrap().unwrap();
+        assert_eq!(
+            (x.mod_revision, z.mod_revision),
+            (8, 9),
+            "a point txn after one that ran alone starts from the stored revision"
+        );
+        assert_eq!(view.revision().unwrap(), 9);
         let dir_meta = crate::tree::read_meta(&view, b"/dir")
             .unwrap()
             .unwrap_or_default();
