@@ -424,15 +424,8 @@ impl StateMachine {
             } else {
                 self.execute_one(command, &mut batch, &mut effects)
             };
-            batch.put_cf(
-                cf_meta,
-                META_BATCH_PROGRESS,
-                postcard::to_allocvec(&(log_id, index)).map_err(sm_err)?,
-            );
-            if last {
-                stage_applied(&mut batch, cf_meta, log_id)?;
-                applied_written = true;
-            }
+            stage_progress(&mut batch, cf_meta, log_id, index, last)?;
+            applied_written |= last;
             self.write(batch)?;
             self.carry_out(effects);
             outcomes.push(outcome);
@@ -455,11 +448,9 @@ impl StateMachine {
         index: usize,
         txn: &TxnRequest,
     ) -> Result<Option<CommandOutcome>, StorageError> {
-        if shared.pending.is_none() {
-            shared.pending = Some(Pending::over(&self.db).map_err(sm_err)?);
-        }
-        let Some(pending) = shared.pending.as_mut() else {
-            return Ok(None);
+        let pending = match &mut shared.pending {
+            Some(pending) => pending,
+            unset => unset.insert(Pending::over(&self.db).map_err(sm_err)?),
         };
         let applied = match self.writer.txn_over_pending(txn, pending) {
             Ok(applied) => applied,
@@ -507,14 +498,7 @@ impl StateMachine {
                 .map_err(sm_err)?;
         }
         let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
-        batch.put_cf(
-            cf_meta,
-            META_BATCH_PROGRESS,
-            postcard::to_allocvec(&(log_id, index)).map_err(sm_err)?,
-        );
-        if entry_done {
-            stage_applied(&mut batch, cf_meta, log_id)?;
-        }
+        stage_progress(&mut batch, cf_meta, log_id, index, entry_done)?;
         self.write(batch)?;
         for (revision, changes) in published {
             self.hub.publish(revision, &changes);
@@ -558,6 +542,26 @@ impl StateMachine {
             self.hub.publish(revision, &changes);
         }
     }
+}
+
+/// Stages the batch progress mark (command `index` of entry `log_id` is covered) and,
+/// when `entry_done`, the applied log id.
+fn stage_progress(
+    batch: &mut WriteBatch,
+    cf_meta: &rocksdb::ColumnFamily,
+    log_id: LogId,
+    index: usize,
+    entry_done: bool,
+) -> Result<(), StorageError> {
+    batch.put_cf(
+        cf_meta,
+        META_BATCH_PROGRESS,
+        postcard::to_allocvec(&(log_id, index)).map_err(sm_err)?,
+    );
+    if entry_done {
+        stage_applied(batch, cf_meta, log_id)?;
+    }
+    Ok(())
 }
 
 /// Stages the applied log id: the last write of every entry carries it.

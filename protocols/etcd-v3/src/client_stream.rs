@@ -16,11 +16,42 @@ enum Transport {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Transport {
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self {
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -33,8 +64,9 @@ const MAX_BUFFERED: usize = 256 * 1024;
 /// first flush of a round does not write but answers `Pending` and wakes the task, which
 /// tokio then runs behind the tasks already runnable (such as the handlers whose replies
 /// a batched Raft entry has just released). The next poll writes everything queued by
-/// then in one system call; a flush completes only once its bytes are written. Without this each reply of a batch became its own `writev`, as
-/// tokio runs a woken connection task right after the handler that woke it.
+/// then in one system call; a flush completes only once its bytes are written. Without
+/// this each reply of a batch became its own `writev`, as tokio runs a woken connection
+/// task right after the handler that woke it.
 #[derive(Debug)]
 pub struct ClientStream {
     transport: Transport,
@@ -66,12 +98,11 @@ impl ClientStream {
     /// Hands every buffered byte to the transport.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.out.len() {
-            let n = match self.transport.poll_write(cx, &self.out[self.written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
+            let n =
+                ready!(Pin::new(&mut self.transport).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
             self.written += n;
         }
         self.out.clear();
@@ -87,10 +118,7 @@ impl ClientStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         if self.out.len() >= MAX_BUFFERED {
-            match self.poll_drain(cx) {
-                Poll::Ready(Ok(())) => {}
-                other => return other.map(|r| r.map(|()| 0)),
-            }
+            ready!(self.poll_drain(cx))?;
         }
         let mut taken = 0;
         for buf in bufs {
@@ -115,10 +143,7 @@ impl AsyncRead for ClientStream {
                 return Poll::Ready(Err(e));
             }
         }
-        match &mut this.transport {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut this.transport).poll_read(cx, buf)
     }
 }
 
@@ -156,19 +181,13 @@ impl AsyncWrite for ClientStream {
         } else {
             ready!(this.poll_drain(cx))?;
         }
-        match &mut this.transport {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut this.transport).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        match &mut this.transport {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut this.transport).poll_shutdown(cx)
     }
 }
 
