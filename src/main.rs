@@ -24,6 +24,9 @@ use concord_plugin_host::PluginAdapter;
 use concord_zookeeper::{ZookeeperAdapter, ZookeeperOptions};
 use rustls::ServerConfig;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn kernel_config(settings: &Settings, peer_tls: Option<PeerTls>) -> KernelConfig {
     KernelConfig {
         name: settings.node.name.clone(),

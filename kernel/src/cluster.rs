@@ -135,7 +135,14 @@ impl PeerHandler for PeerState {
                     }
                 })
             }
-            PeerRequest::ReadIndex => answer(async move { kernel.local_read_index().await }),
+            PeerRequest::ReadIndex => answer(async move {
+                // Shared with this leader's own reads; a member that does not lead says so
+                // rather than asking another.
+                match kernel.leader_elsewhere() {
+                    None => kernel.read_index().await,
+                    Some(_) => Err(KernelError::LeaderChanged),
+                }
+            }),
             PeerRequest::LeaseKeepAlive(id) => {
                 answer(async move { kernel.lease_keep_alive(id).await })
             }
@@ -295,13 +302,6 @@ impl Kernel {
                 RaftError::Fatal(_) => KernelError::Shutdown,
             })?;
         Ok(read.map_or(0, |id| id.index))
-    }
-
-    /// A linearizable read barrier on a follower: the leader's read index, then this
-    /// member's state machine catching up to it.
-    pub(crate) async fn remote_read_barrier(&self) -> KernelResult<()> {
-        let index: KernelResult<u64> = self.ask_leader(PeerRequest::ReadIndex).await?;
-        self.wait_applied(index?, FORWARD_TIMEOUT).await
     }
 
     pub(crate) async fn forward_keep_alive(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use crate::error::{KernelError, KernelResult};
 use crate::lease::{Lessor, MAX_LEASE_TTL};
 use crate::log_store::{LogStore, open_log_db, read_local_meta, write_local_meta};
 use crate::mvcc::{self, ReadView};
+use crate::read_index::{ReadIndexWaiter, run_read_index};
 use crate::state_machine::{StateMachine, open_state_db};
 use crate::types::{
     Acl, Alarm, AlarmKind, CompactRequest, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
@@ -188,6 +189,8 @@ pub(crate) struct Inner {
     pub(crate) network: PeerNetwork,
     /// The peer port's accept loop, stopped at shutdown.
     peer_server: Option<tokio::task::JoinHandle<()>>,
+    /// Reads waiting for a shared read-index round ([`crate::read_index`]).
+    pub(crate) read_index_waiters: mpsc::UnboundedSender<ReadIndexWaiter>,
 }
 
 impl Inner {
@@ -376,16 +379,6 @@ fn map_write_error(e: RaftError<u64, ClientWriteError<u64, MemberNode>>) -> Kern
     }
 }
 
-fn map_read_error(e: RaftError<u64, CheckIsLeaderError<u64, MemberNode>>) -> KernelError {
-    match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => KernelError::NotLeader {
-            leader: f.leader_id,
-        },
-        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => KernelError::NoLeader,
-        RaftError::Fatal(_) => KernelError::Shutdown,
-    }
-}
-
 impl Kernel {
     /// Opens the data dir and starts the Raft node; returns once this member leads its
     /// one-member group (or `timeout` passes).
@@ -500,6 +493,7 @@ impl Kernel {
         tokio::spawn(follow_term(raft.metrics(), Arc::downgrade(&term)));
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(run_proposer(raft.clone(), queue));
+        let (read_index_waiters, read_index_queue) = mpsc::unbounded_channel();
         let kernel = Kernel {
             inner: Arc::new(Inner {
                 raft,
@@ -515,10 +509,15 @@ impl Kernel {
                 proposals,
                 network,
                 peer_server,
+                read_index_waiters,
             }),
         };
         let _ = peer_state.kernel.set(Arc::downgrade(&kernel.inner));
         tokio::spawn(run_lessor(Arc::downgrade(&kernel.inner)));
+        tokio::spawn(run_read_index(
+            Arc::downgrade(&kernel.inner),
+            read_index_queue,
+        ));
         tokio::spawn(kernel.clone().publish_attributes());
         Ok(kernel)
     }
@@ -591,22 +590,16 @@ impl Kernel {
         *header = self.header(header.revision);
     }
 
-    /// Waits until a read here is linearizable (unless `serializable`): read-index at
-    /// the leader, then this member's state machine applied up to it.
+    /// Waits until a read here is linearizable (unless `serializable`): a read index
+    /// from the leader (shared with concurrent reads), then this member's state machine
+    /// applied up to it.
     async fn read_barrier(&self, serializable: bool) -> KernelResult<()> {
         if serializable {
             return Ok(());
         }
-        if self.leader_elsewhere().is_some() {
-            return self.remote_read_barrier().await;
-        }
-        match self.inner.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
-                self.remote_read_barrier().await
-            }
-            Err(e) => Err(map_read_error(e)),
-        }
+        let index = self.read_index().await?;
+        self.wait_applied(index, crate::cluster::FORWARD_TIMEOUT)
+            .await
     }
 
     pub async fn range(&self, req: RangeRequest) -> KernelResult<RangeResponse> {
@@ -1048,19 +1041,17 @@ impl Kernel {
         Ok(self.tree_read(path, false)?.node)
     }
 
-    /// A tree node's ACL without reading its data or children (`None`: no such node).
-    /// Two point reads of the live state, without a snapshot (the ACL check it serves
-    /// races with writes anyway).
+    /// A tree node's own ACL, for access checks: `None` when it has none, because there
+    /// is no such node or it was written through etcd (whose keys every session may
+    /// use). One point read of the live state (the metadata record; a deleted node's
+    /// record goes with it), without a snapshot: the check it serves races with writes
+    /// anyway, and under the ZooKeeper setData load a second read (of the key, to tell
+    /// the two apart) cost an eighth of the server's CPU.
     pub fn tree_acl(&self, path: &str) -> KernelResult<Option<Vec<Acl>>> {
         let view = ReadView::live(&self.inner.state_db);
-        if path != "/" && view.latest(path.as_bytes())?.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(
-            crate::tree::read_meta(&view, path.as_bytes())?
-                .map(|meta| meta.acl)
-                .unwrap_or_default(),
-        ))
+        Ok(crate::tree::read_meta(&view, path.as_bytes())?
+            .map(|meta| meta.acl)
+            .filter(|acl| !acl.is_empty()))
     }
 
     /// The names of a tree node's direct children, in byte order, with the node's

@@ -13,6 +13,7 @@ mod lease;
 mod log_store;
 mod mvcc;
 mod peer;
+mod read_index;
 mod state_machine;
 #[cfg(test)]
 mod storage_suite;

@@ -4,6 +4,7 @@
 //! Writers (the Raft apply step) are single-threaded; readers take a RocksDB snapshot so
 //! the revision they report and the data they return belong together.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::encoding::{
 };
 use crate::error::{KernelError, KernelResult};
 use crate::lease::{LeaseRecord, attached_key, attachment_key, lease_key};
+use crate::tree::TreeMeta;
 use crate::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
@@ -63,15 +65,18 @@ pub struct ReadView<'a> {
     pending: Option<&'a Pending>,
 }
 
-/// What the point transactions of a shared apply batch have staged but not written yet:
-/// the latest state of the keys they changed and the revision they reached. Reads made
-/// while applying the next point transaction see these on top of the live DB; only the
-/// reads a point transaction makes are covered (see [`is_point_txn`]).
+/// What the commands of a shared apply batch have staged but not written yet: the
+/// latest state of the keys they changed, the tree metadata they wrote or removed, and
+/// the revision they reached. Reads made while applying the next command see these on
+/// top of the live DB. Only point reads are covered; a scan while something is staged is
+/// refused and remembered ([`Pending::take_refusal`]), so the command can run alone.
 #[derive(Debug)]
 pub(crate) struct Pending {
     latest: HashMap<Vec<u8>, Option<StoredKv>>,
+    tree_metas: HashMap<Vec<u8>, Option<TreeMeta>>,
     revision: Revision,
     compact_revision: Revision,
+    refused: Cell<bool>,
 }
 
 impl Pending {
@@ -80,8 +85,10 @@ impl Pending {
         let view = ReadView::live(db);
         Ok(Pending {
             latest: HashMap::new(),
+            tree_metas: HashMap::new(),
             revision: view.revision()?,
             compact_revision: view.compact_revision()?,
+            refused: Cell::new(false),
         })
     }
 
@@ -99,6 +106,28 @@ impl Pending {
         for change in changes {
             self.latest.insert(change.key.clone(), change.kv.clone());
         }
+    }
+
+    /// Records tree metadata staged (`Some`) or removed (`None`).
+    pub(crate) fn record_metas(
+        &mut self,
+        metas: impl IntoIterator<Item = (Vec<u8>, Option<TreeMeta>)>,
+    ) {
+        self.tree_metas.extend(metas);
+    }
+
+    /// The staged metadata of `path`: `None` if nothing was staged for it.
+    pub(crate) fn tree_meta(&self, path: &[u8]) -> Option<&Option<TreeMeta>> {
+        self.tree_metas.get(path)
+    }
+
+    /// Whether a read was refused since the last call (and forgets it).
+    pub(crate) fn take_refusal(&self) -> bool {
+        self.refused.replace(false)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.latest.is_empty() && self.tree_metas.is_empty()
     }
 }
 
@@ -144,15 +173,23 @@ impl<'a> ReadView<'a> {
         }
     }
 
-    /// Refuses a read that [`Pending`] does not cover while writes are staged (a bug in
-    /// [`is_point_txn`] would otherwise read a stale state).
-    fn check_uncovered_read(&self, what: &str) -> KernelResult<()> {
+    /// Refuses a read that [`Pending`] does not cover while writes are staged (it would
+    /// read a stale state); the refusal is remembered in the [`Pending`].
+    pub(crate) fn check_uncovered_read(&self, what: &str) -> KernelResult<()> {
         match self.pending {
-            Some(pending) if !pending.latest.is_empty() => Err(KernelError::Storage(format!(
-                "{what} read while point writes are staged"
-            ))),
+            Some(pending) if !pending.is_empty() => {
+                pending.refused.set(true);
+                Err(KernelError::Storage(format!(
+                    "{what} read while writes are staged"
+                )))
+            }
             _ => Ok(()),
         }
+    }
+
+    /// The tree metadata of `path` staged in the [`Pending`] under this view, if any.
+    pub(crate) fn staged_tree_meta(&self, path: &[u8]) -> Option<&Option<TreeMeta>> {
+        self.pending.and_then(|p| p.tree_meta(path))
     }
 
     pub(crate) fn options(&self) -> ReadOptions {
@@ -724,7 +761,8 @@ impl MvccWriter {
         tree_metas: BTreeMap<Vec<u8>, crate::tree::TreeMeta>,
         batch: &mut WriteBatch,
     ) -> KernelResult<()> {
-        crate::tree::stage_meta(&self.db, revision, changes, tree_metas, batch)?;
+        let view = ReadView::live(&self.db);
+        crate::tree::stage_meta(&self.db, &view, revision, changes, tree_metas, batch)?;
         self.stage_key_changes(revision, changes, batch)?;
         self.stage_revision(revision, batch)
     }

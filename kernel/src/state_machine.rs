@@ -5,6 +5,7 @@
 // openraft's storage traits fix `StorageError` (a large type) as the error type.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,8 +27,10 @@ use crate::mvcc::{
     CF_KV_LATEST, CF_LEASE, CF_META, CF_TREE_META, Change, MvccWriter, Pending, ReadView,
     STATE_COLUMN_FAMILIES, cf, is_point_txn,
 };
-use crate::tree::TreeExecutor;
-use crate::types::{Alarm, DeleteRangeRequest, RequestOp, Revision, TxnRequest};
+use crate::tree::{TreeExecutor, TreeMeta};
+use crate::types::{
+    Alarm, DeleteRangeRequest, RequestOp, Revision, TreeError, TreeOp, TreeOpResult, TxnRequest,
+};
 use crate::watch::WatchHub;
 
 const META_APPLIED: &[u8] = b"applied";
@@ -311,36 +314,23 @@ impl StateMachine {
                 "a command batch is applied by apply_batch".into(),
             )),
             Command::Tree { ops, now_ms } => {
-                let mut exec = TreeExecutor::new(&self.db, ReadView::live(&self.db), *now_ms)?;
-                let revision = exec.revision();
-                let mut results = Vec::with_capacity(ops.len());
-                for (index, op) in ops.iter().enumerate() {
-                    match exec.run(op)? {
-                        Ok(result) => results.push(result),
-                        Err(error) => {
-                            // All or nothing: no change is staged.
-                            return Ok(CommandReply::Tree {
-                                revision: revision - 1,
-                                outcome: Err((index, error)),
-                            });
-                        }
-                    }
-                }
-                let changes = std::mem::take(&mut exec.changes);
-                let metas = std::mem::take(&mut exec.metas);
-                let current = if changes.is_empty() {
+                let exec = TreeExecutor::new(&self.db, ReadView::live(&self.db), *now_ms)?;
+                let run = TreeRun::of(exec, ops)?;
+                let current = if run.changes.is_empty() {
                     // Metadata alone (setACL) changes no key and takes no revision.
-                    crate::tree::stage_meta(&self.db, revision - 1, &[], metas, batch)?;
-                    revision - 1
+                    let unchanged = run.reply_revision();
+                    let view = ReadView::live(&self.db);
+                    crate::tree::stage_meta(&self.db, &view, unchanged, &[], run.metas, batch)?;
+                    unchanged
                 } else {
                     self.writer
-                        .stage_changes(revision, &changes, metas, batch)?;
-                    effects.changed = Some((revision, changes));
-                    revision
+                        .stage_changes(run.revision, &run.changes, run.metas, batch)?;
+                    effects.changed = Some((run.revision, run.changes));
+                    run.revision
                 };
                 Ok(CommandReply::Tree {
                     revision: current,
-                    outcome: Ok(results),
+                    outcome: run.outcome,
                 })
             }
             Command::SetAlarm { alarm, active } => {
@@ -405,10 +395,7 @@ impl StateMachine {
                 continue;
             }
             let last = index + 1 == commands.len();
-            if let Command::Txn(txn) = command
-                && is_point_txn(txn)
-                && let Some(outcome) = self.stage_point_txn(&mut shared, index, txn)?
-            {
+            if let Some(outcome) = self.stage_shared(&mut shared, index, command)? {
                 outcomes.push(outcome);
                 if last {
                     self.write_shared(&mut shared, log_id, true)?;
@@ -439,38 +426,91 @@ impl StateMachine {
         Ok(CommandReply::Batch(outcomes))
     }
 
-    /// Runs point txn `index` of a batch on top of what `shared` has staged and stages its
-    /// changes there. `None` when it must run alone instead: it creates or removes a tree
-    /// node, whose parent's metadata is read from the DB (nothing was staged for it).
-    fn stage_point_txn(
+    /// Runs command `index` of a batch on top of what `shared` has staged and stages its
+    /// changes there. `None` when it must run alone instead: it is not a point txn nor a
+    /// tree write of creates, setData and checks, or it needed a read that [`Pending`]
+    /// does not cover (nothing of it is staged then).
+    fn stage_shared(
         &self,
         shared: &mut SharedBatch,
         index: usize,
-        txn: &TxnRequest,
+        command: &Command,
     ) -> Result<Option<CommandOutcome>, StorageError> {
+        let shareable = match command {
+            Command::Txn(txn) => is_point_txn(txn),
+            Command::Tree { ops, .. } => ops.iter().all(|op| {
+                matches!(
+                    op,
+                    TreeOp::Create { .. } | TreeOp::SetData { .. } | TreeOp::Check { .. }
+                )
+            }),
+            _ => false,
+        };
+        if !shareable {
+            return Ok(None);
+        }
         let pending = match &mut shared.pending {
             Some(pending) => pending,
             unset => unset.insert(Pending::over(&self.db).map_err(sm_err)?),
         };
-        let applied = match self.writer.txn_over_pending(txn, pending) {
-            Ok(applied) => applied,
+        let run = match command {
+            Command::Txn(txn) => self.writer.txn_over_pending(txn, pending).map(|applied| {
+                let reply = CommandReply::Txn(applied.response);
+                (applied.revision, applied.changes, BTreeMap::new(), reply)
+            }),
+            Command::Tree { ops, now_ms } => {
+                TreeExecutor::new(&self.db, ReadView::over_pending(&self.db, pending), *now_ms)
+                    .and_then(|exec| TreeRun::of(exec, ops))
+                    .map(|run| {
+                        let reply = CommandReply::Tree {
+                            revision: if run.changes.is_empty() {
+                                run.reply_revision()
+                            } else {
+                                run.revision
+                            },
+                            outcome: run.outcome,
+                        };
+                        (run.revision, run.changes, run.metas, reply)
+                    })
+            }
+            _ => return Ok(None),
+        };
+        if pending.take_refusal() {
+            return Ok(None);
+        }
+        let (revision, changes, metas, reply) = match run {
+            Ok(run) => run,
             Err(error) => {
                 shared.last_index = Some(index);
                 return Ok(Some(Err(error)));
             }
         };
-        if crate::tree::reshapes_tree(&applied.changes) {
-            return Ok(None);
-        }
-        if !applied.changes.is_empty() {
+        if !changes.is_empty() {
+            let staged = {
+                let view = ReadView::over_pending(&self.db, pending);
+                crate::tree::stage_meta(
+                    &self.db,
+                    &view,
+                    revision,
+                    &changes,
+                    metas,
+                    &mut shared.batch,
+                )
+            };
+            let staged_metas = match staged {
+                Ok(staged) => staged,
+                Err(_) if pending.take_refusal() => return Ok(None),
+                Err(error) => return Err(sm_err(error)),
+            };
             self.writer
-                .stage_key_changes(applied.revision, &applied.changes, &mut shared.batch)
+                .stage_key_changes(revision, &changes, &mut shared.batch)
                 .map_err(sm_err)?;
-            pending.record(applied.revision, &applied.changes);
-            shared.published.push((applied.revision, applied.changes));
+            pending.record(revision, &changes);
+            pending.record_metas(staged_metas);
+            shared.published.push((revision, changes));
         }
         shared.last_index = Some(index);
-        Ok(Some(Ok(CommandReply::Txn(applied.response))))
+        Ok(Some(Ok(reply)))
     }
 
     /// Writes what `shared` has staged (if anything) with the revision and progress
@@ -541,6 +581,48 @@ impl StateMachine {
         if let Some((revision, changes)) = effects.changed {
             self.hub.publish(revision, &changes);
         }
+    }
+}
+
+/// Tree operations run all or nothing: the per-op results (or the first failure), and
+/// the changes and metadata to stage (none if an op failed).
+struct TreeRun {
+    /// The revision the changes get.
+    revision: Revision,
+    outcome: Result<Vec<TreeOpResult>, (usize, TreeError)>,
+    changes: Vec<Change>,
+    metas: BTreeMap<Vec<u8>, TreeMeta>,
+}
+
+impl TreeRun {
+    fn of(mut exec: TreeExecutor<'_>, ops: &[TreeOp]) -> KernelResult<TreeRun> {
+        let revision = exec.revision();
+        let mut results = Vec::with_capacity(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            match exec.run(op)? {
+                Ok(result) => results.push(result),
+                Err(error) => {
+                    return Ok(TreeRun {
+                        revision,
+                        outcome: Err((index, error)),
+                        changes: Vec::new(),
+                        metas: BTreeMap::new(),
+                    });
+                }
+            }
+        }
+        Ok(TreeRun {
+            revision,
+            outcome: Ok(results),
+            changes: std::mem::take(&mut exec.changes),
+            metas: std::mem::take(&mut exec.metas),
+        })
+    }
+
+    /// The revision reported when no key changed (a failure, a check, a setACL): the
+    /// current one.
+    fn reply_revision(&self) -> Revision {
+        self.revision - 1
     }
 }
 
@@ -923,7 +1005,7 @@ mod tests {
 
     /// Point txns are staged together and read each other's staged writes; a range
     /// delete between them first writes what is staged and sees it; a tree node created
-    /// by a point txn runs alone, with its parent's metadata.
+    /// by a point txn is staged with its parent's metadata.
     #[tokio::test]
     async fn point_txns_staged_together_see_each_other_and_the_commands_between() {
         let dir = tempfile::tempdir().unwrap();
@@ -988,7 +1070,7 @@ mod tests {
         assert_eq!(
             (x.mod_revision, z.mod_revision),
             (8, 9),
-            "a point txn after one that ran alone starts from the stored revision"
+            "point txns after a range delete start from its revision"
         );
         assert_eq!(view.revision().unwrap(), 9);
         let dir_meta = crate::tree::read_meta(&view, b"/dir")
@@ -998,6 +1080,103 @@ mod tests {
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied.map(|id| id.index), Some(1));
     }
+    fn tree(op: TreeOp) -> Command {
+        Command::Tree {
+            ops: vec![op],
+            now_ms: 7,
+        }
+    }
+
+    fn create(path: &str, sequential: bool) -> Command {
+        tree(TreeOp::Create {
+            path: path.into(),
+            data: Some(b"d".to_vec()),
+            acl: Vec::new(),
+            ephemeral_owner: 0,
+            sequential,
+            kind: crate::types::ZnodeKind::Persistent,
+        })
+    }
+
+    fn set_data(path: &str, version: i32) -> Command {
+        tree(TreeOp::SetData {
+            path: path.into(),
+            data: Some(b"new".to_vec()),
+            version,
+        })
+    }
+
+    /// Creates and setData share the batch with point txns: each sees the nodes, the
+    /// versions and the parent's sequence counter and child count staged before it; a
+    /// delete then runs alone on top of all of them.
+    #[tokio::test]
+    async fn tree_writes_staged_together_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut sm) = state_machine_in(dir.path());
+        let batch = vec![
+            create("/p", false),
+            create("/p/s-", true),
+            create("/p/s-", true),
+            set_data("/p/s-0000000000", 0),
+            set_data("/p/s-0000000000", 0),
+            put("/p/e"),
+            create("/p/s-", true),
+            tree(TreeOp::Delete {
+                path: "/p/e".into(),
+                version: -1,
+            }),
+        ];
+        let outcomes = sm.apply([entry(1, Command::Batch(batch))]).await.unwrap();
+        let Ok(CommandReply::Batch(inner)) = &outcomes[0] else {
+            panic!("{outcomes:?}");
+        };
+        let tree_result = |index: usize| match &inner[index] {
+            Ok(CommandReply::Tree { revision, outcome }) => (*revision, outcome.clone()),
+            other => panic!("{other:?}"),
+        };
+        let created = |index: usize| match tree_result(index) {
+            (revision, Ok(results)) => match results.first() {
+                Some(TreeOpResult::Created { path, .. }) => (revision, path.clone()),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(created(1), (3, "/p/s-0000000000".to_string()));
+        assert_eq!(created(2), (4, "/p/s-0000000001".to_string()));
+        let Ok(results) = tree_result(3).1 else {
+            panic!("{inner:?}");
+        };
+        let Some(TreeOpResult::DataSet { stat }) = results.first() else {
+            panic!("{results:?}");
+        };
+        assert_eq!((stat.version, stat.mzxid), (1, 5));
+        assert_eq!(
+            tree_result(4),
+            (5, Err((0, TreeError::BadVersion))),
+            "the staged setData is seen"
+        );
+        assert_eq!(
+            created(6),
+            (7, "/p/s-0000000003".to_string()),
+            "the staged etcd put counts as a child create"
+        );
+        assert_eq!(tree_result(7), (8, Ok(vec![TreeOpResult::Deleted])));
+        let view = ReadView::live(&db);
+        let node = view.latest(b"/p/s-0000000000").unwrap().unwrap();
+        assert_eq!((node.version, node.value.as_slice()), (2, &b"new"[..]));
+        let parent = crate::tree::read_meta(&view, b"/p").unwrap().unwrap();
+        assert_eq!(
+            (
+                parent.cversion,
+                parent.num_children,
+                parent.child_creates,
+                parent.pzxid
+            ),
+            (5, 3, 4, 8)
+        );
+        assert_eq!(view.revision().unwrap(), 8);
+    }
+
     #[tokio::test]
     async fn a_batch_interrupted_by_a_crash_resumes_after_what_it_applied() {
         let dir = tempfile::tempdir().unwrap();

@@ -130,6 +130,9 @@ pub fn valid_path(path: &str) -> bool {
 }
 
 pub(crate) fn read_meta(view: &ReadView<'_>, path: &[u8]) -> KernelResult<Option<TreeMeta>> {
+    if let Some(staged) = view.staged_tree_meta(path) {
+        return Ok(staged.clone());
+    }
     view.get(CF_TREE_META, path)?
         .map(|raw| TreeMeta::decode(&raw))
         .transpose()
@@ -162,6 +165,7 @@ fn subtree_records(
 
 /// The direct children of `path` in the current state, in key order.
 pub(crate) fn children(db: &DB, view: &ReadView<'_>, path: &[u8]) -> KernelResult<Vec<Vec<u8>>> {
+    view.check_uncovered_read("children")?;
     let (start, end) = descendants(path);
     let mut names = Vec::new();
     let iter = db.iterator_cf_opt(
@@ -324,6 +328,7 @@ impl<'a> TreeExecutor<'a> {
         {
             return Ok(true);
         }
+        self.view.check_uncovered_read("children")?;
         let iter = self.db.iterator_cf_opt(
             cf(self.db, CF_KV_LATEST)?,
             self.view.options(),
@@ -752,23 +757,18 @@ fn reshaped_parent(change: &Change) -> Option<&[u8]> {
     }
 }
 
-/// Whether staging `changes` alters tree metadata (then [`stage_meta`] reads the stored
-/// metadata and children of their parents).
-pub(crate) fn reshapes_tree(changes: &[Change]) -> bool {
-    changes.iter().any(|c| reshaped_parent(c).is_some())
-}
-
 /// Stages the tree metadata that goes with `changes` at `revision`: the metas given
 /// (nodes created or modified by tree operations), a cversion/pzxid bump of the parent
 /// of every path key created or deleted, and the removal of deleted nodes' metadata.
+/// Parents' metadata is read through `view`. Returns what it staged (`None`: removed).
 pub(crate) fn stage_meta(
     db: &DB,
+    view: &ReadView<'_>,
     revision: Revision,
     changes: &[Change],
     mut metas: BTreeMap<Vec<u8>, TreeMeta>,
     batch: &mut WriteBatch,
-) -> KernelResult<()> {
-    let view = ReadView::live(db);
+) -> KernelResult<Vec<(Vec<u8>, Option<TreeMeta>)>> {
     let mut deleted: BTreeSet<Vec<u8>> = BTreeSet::new();
     for change in changes {
         let created = change.prev.is_none() && change.kv.is_some();
@@ -786,12 +786,12 @@ pub(crate) fn stage_meta(
             continue;
         }
         if !metas.contains_key(parent) {
-            let stored = read_meta(&view, parent)?.unwrap_or_default();
+            let stored = read_meta(view, parent)?.unwrap_or_default();
             metas.insert(parent.to_vec(), stored);
         }
         if let Some(meta) = metas.get_mut(parent) {
             // Counted before this revision's changes, which are then applied in order.
-            known_children(db, &view, parent, meta)?;
+            known_children(db, view, parent, meta)?;
             meta.num_children += if created { 1 } else { -1 };
             if counts_as_child_change(&change.key) {
                 meta.cversion += 1;
@@ -803,15 +803,18 @@ pub(crate) fn stage_meta(
         }
     }
     let tree_meta = cf(db, CF_TREE_META)?;
-    for key in &deleted {
+    let mut staged = Vec::with_capacity(deleted.len() + metas.len());
+    for key in deleted.iter() {
         batch.delete_cf(tree_meta, key);
     }
     for (key, meta) in metas {
         if !deleted.contains(&key) {
-            batch.put_cf(tree_meta, key, meta.encode()?);
+            batch.put_cf(tree_meta, &key, meta.encode()?);
+            staged.push((key, Some(meta)));
         }
     }
-    Ok(())
+    staged.extend(deleted.into_iter().map(|key| (key, None)));
+    Ok(staged)
 }
 
 /// The node kind of a v2 write: a directory when it has no value.
