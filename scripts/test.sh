@@ -9,8 +9,11 @@ cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 # The compat tests start the binary, so build it first.
 cargo build --release --workspace --all-targets
+# Without pipefail here, so that a failing test run still reaches the summary line.
+set +o pipefail
 cargo test --release --workspace --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/concord-test.log"
 status=${PIPESTATUS[0]}
+set -o pipefail
 passed=$(grep -Eo '[0-9]+ passed' "${TMPDIR:-/tmp}/concord-test.log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "${TMPDIR:-/tmp}/concord-test.log" | awk '{s+=$1} END {print s+0}')
 echo "$passed passed, $failed failed"

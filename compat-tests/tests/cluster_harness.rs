@@ -151,7 +151,16 @@ async fn membership(backend: Backend) -> Result<()> {
 
     // MemberPromote, retried while the learner is not yet in sync with the leader.
     cluster.promote(learner).await?;
-    let listed = cluster.member_list().await?;
+    // etcd 3.4 answers MemberList from the asked member's applied state, which may not
+    // hold the promotion yet: wait (boundedly) until it does.
+    let mut listed = cluster.member_list().await?;
+    for _ in 0..CATCH_UP_ATTEMPTS {
+        if listed.iter().all(|m| !m.is_learner()) {
+            break;
+        }
+        tokio::time::sleep(CATCH_UP_INTERVAL).await;
+        listed = cluster.member_list().await?;
+    }
     ensure!(
         listed.iter().all(|m| !m.is_learner()),
         "a learner is left after the promotion: {listed:?}"

@@ -316,20 +316,18 @@ impl StateMachine {
             Command::Tree { ops, now_ms } => {
                 let exec = TreeExecutor::new(&self.db, ReadView::live(&self.db), *now_ms)?;
                 let run = TreeRun::of(exec, ops)?;
-                let current = if run.changes.is_empty() {
+                let revision = run.reply_revision();
+                if run.changes.is_empty() {
                     // Metadata alone (setACL) changes no key and takes no revision.
-                    let unchanged = run.reply_revision();
                     let view = ReadView::live(&self.db);
-                    crate::tree::stage_meta(&self.db, &view, unchanged, &[], run.metas, batch)?;
-                    unchanged
+                    crate::tree::stage_meta(&self.db, &view, revision, &[], run.metas, batch)?;
                 } else {
                     self.writer
-                        .stage_changes(run.revision, &run.changes, run.metas, batch)?;
-                    effects.changed = Some((run.revision, run.changes));
-                    run.revision
-                };
+                        .stage_changes(revision, &run.changes, run.metas, batch)?;
+                    effects.changed = Some((revision, run.changes));
+                }
                 Ok(CommandReply::Tree {
-                    revision: current,
+                    revision,
                     outcome: run.outcome,
                 })
             }
@@ -463,11 +461,7 @@ impl StateMachine {
                     .and_then(|exec| TreeRun::of(exec, ops))
                     .map(|run| {
                         let reply = CommandReply::Tree {
-                            revision: if run.changes.is_empty() {
-                                run.reply_revision()
-                            } else {
-                                run.revision
-                            },
+                            revision: run.reply_revision(),
                             outcome: run.outcome,
                         };
                         (run.revision, run.changes, run.metas, reply)
@@ -500,7 +494,11 @@ impl StateMachine {
             let staged_metas = match staged {
                 Ok(staged) => staged,
                 Err(_) if pending.take_refusal() => return Ok(None),
-                Err(error) => return Err(sm_err(error)),
+                Err(error) => {
+                    // Nothing was staged: stage_meta reads before it writes.
+                    shared.last_index = Some(index);
+                    return Ok(Some(Err(error)));
+                }
             };
             self.writer
                 .stage_key_changes(revision, &changes, &mut shared.batch)
@@ -619,10 +617,14 @@ impl TreeRun {
         })
     }
 
-    /// The revision reported when no key changed (a failure, a check, a setACL): the
-    /// current one.
+    /// The revision the reply reports: the changes' own, or the current one when no key
+    /// changed (a failure, a check, a setACL).
     fn reply_revision(&self) -> Revision {
-        self.revision - 1
+        if self.changes.is_empty() {
+            self.revision - 1
+        } else {
+            self.revision
+        }
     }
 }
 
