@@ -17,9 +17,21 @@ use anyhow::{Context, Result, ensure};
 use concord_compat_tests::{Backend, Cluster, MemberState, ensure_eq, for_each_backend};
 
 const MEMBERS: usize = 3;
-/// Bounds the catch-up polling of a restarted member.
+/// Bounds the catch-up polling of a member (see [`caught_up`]).
 const CATCH_UP_ATTEMPTS: usize = 100;
 const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Polls `done` every [`CATCH_UP_INTERVAL`], at most [`CATCH_UP_ATTEMPTS`] times, until it
+/// holds; whether it did. An error of `done` ends the polling with that error.
+async fn caught_up(mut done: impl AsyncFnMut() -> Result<bool>) -> Result<bool> {
+    for _ in 0..CATCH_UP_ATTEMPTS {
+        if done().await? {
+            return Ok(true);
+        }
+        tokio::time::sleep(CATCH_UP_INTERVAL).await;
+    }
+    Ok(false)
+}
 
 fn pair(key: &str, value: &str) -> Vec<(String, String)> {
     vec![(key.to_string(), value.to_string())]
@@ -56,19 +68,14 @@ async fn failover(backend: Backend) -> Result<()> {
         .with_context(|| format!("put through member {writer} after the failover"))?;
 
     cluster.restart(old).await?;
-    let mut caught_up = false;
-    for _ in 0..CATCH_UP_ATTEMPTS {
-        // A member still replaying may refuse or lag; only the final state counts.
-        if let Ok(kvs) = cluster.read(old, "cluster/b", true).await
-            && kvs == pair("cluster/b", "2")
-        {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(CATCH_UP_INTERVAL).await;
-    }
+    // A member still replaying may refuse or lag; only the final state counts.
+    let restarted_caught_up = caught_up(async || {
+        let kvs = cluster.read(old, "cluster/b", true).await;
+        Ok(kvs.is_ok_and(|kvs| kvs == pair("cluster/b", "2")))
+    })
+    .await?;
     ensure!(
-        caught_up,
+        restarted_caught_up,
         "restarted member {old} did not catch up; log tail:\n{}",
         cluster.log_tail(old)?
     );
@@ -99,18 +106,13 @@ async fn freeze(backend: Backend) -> Result<()> {
         .await
         .context("put through the new leader")?;
     cluster.resume(old)?;
-    let mut caught_up = false;
-    for _ in 0..CATCH_UP_ATTEMPTS {
-        if let Ok(kvs) = cluster.read(old, "cluster/frozen", true).await
-            && kvs == pair("cluster/frozen", "yes")
-        {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(CATCH_UP_INTERVAL).await;
-    }
+    let resumed_caught_up = caught_up(async || {
+        let kvs = cluster.read(old, "cluster/frozen", true).await;
+        Ok(kvs.is_ok_and(|kvs| kvs == pair("cluster/frozen", "yes")))
+    })
+    .await?;
     ensure!(
-        caught_up,
+        resumed_caught_up,
         "resumed member {old} did not catch up; log tail:\n{}",
         cluster.log_tail(old)?
     );
@@ -137,30 +139,23 @@ async fn membership(backend: Backend) -> Result<()> {
         "n4 is not listed as a learner: {listed:?}"
     );
     // A learner serves serializable reads once it has caught up.
-    let mut caught_up = false;
-    for _ in 0..CATCH_UP_ATTEMPTS {
-        if let Ok(kvs) = cluster.read(learner, "cluster/m", true).await
-            && kvs == pair("cluster/m", "before")
-        {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(CATCH_UP_INTERVAL).await;
-    }
-    ensure!(caught_up, "learner n4 did not catch up");
+    let learner_caught_up = caught_up(async || {
+        let kvs = cluster.read(learner, "cluster/m", true).await;
+        Ok(kvs.is_ok_and(|kvs| kvs == pair("cluster/m", "before")))
+    })
+    .await?;
+    ensure!(learner_caught_up, "learner n4 did not catch up");
 
     // MemberPromote, retried while the learner is not yet in sync with the leader.
     cluster.promote(learner).await?;
     // etcd 3.4 answers MemberList from the asked member's applied state, which may not
     // hold the promotion yet: wait (boundedly) until it does.
-    let mut listed = cluster.member_list().await?;
-    for _ in 0..CATCH_UP_ATTEMPTS {
-        if listed.iter().all(|m| !m.is_learner()) {
-            break;
-        }
-        tokio::time::sleep(CATCH_UP_INTERVAL).await;
+    let mut listed = Vec::new();
+    caught_up(async || {
         listed = cluster.member_list().await?;
-    }
+        Ok(listed.iter().all(|m| !m.is_learner()))
+    })
+    .await?;
     ensure!(
         listed.iter().all(|m| !m.is_learner()),
         "a learner is left after the promotion: {listed:?}"

@@ -434,30 +434,19 @@ impl StateMachine {
         index: usize,
         command: &Command,
     ) -> Result<Option<CommandOutcome>, StorageError> {
-        let shareable = match command {
-            Command::Txn(txn) => is_point_txn(txn),
-            Command::Tree { ops, .. } => ops.iter().all(|op| {
-                matches!(
-                    op,
-                    TreeOp::Create { .. } | TreeOp::SetData { .. } | TreeOp::Check { .. }
-                )
-            }),
-            _ => false,
-        };
-        if !shareable {
-            return Ok(None);
-        }
-        let pending = match &mut shared.pending {
-            Some(pending) => pending,
-            unset => unset.insert(Pending::over(&self.db).map_err(sm_err)?),
-        };
-        let run = match command {
-            Command::Txn(txn) => self.writer.txn_over_pending(txn, pending).map(|applied| {
-                let reply = CommandReply::Txn(applied.response);
-                (applied.revision, applied.changes, BTreeMap::new(), reply)
-            }),
-            Command::Tree { ops, now_ms } => {
-                TreeExecutor::new(&self.db, ReadView::over_pending(&self.db, pending), *now_ms)
+        let (pending, run) = match command {
+            Command::Txn(txn) if is_point_txn(txn) => {
+                let pending = pending_over(&mut shared.pending, &self.db)?;
+                let run = self.writer.txn_over_pending(txn, pending).map(|applied| {
+                    let reply = CommandReply::Txn(applied.response);
+                    (applied.revision, applied.changes, BTreeMap::new(), reply)
+                });
+                (pending, run)
+            }
+            Command::Tree { ops, now_ms } if ops.iter().all(joins_shared_batch) => {
+                let pending = pending_over(&mut shared.pending, &self.db)?;
+                let view = ReadView::over_pending(&self.db, pending);
+                let run = TreeExecutor::new(&self.db, view, *now_ms)
                     .and_then(|exec| TreeRun::of(exec, ops))
                     .map(|run| {
                         let reply = CommandReply::Tree {
@@ -465,7 +454,8 @@ impl StateMachine {
                             outcome: run.outcome,
                         };
                         (run.revision, run.changes, run.metas, reply)
-                    })
+                    });
+                (pending, run)
             }
             _ => return Ok(None),
         };
@@ -580,6 +570,26 @@ impl StateMachine {
             self.hub.publish(revision, &changes);
         }
     }
+}
+
+/// The staged writes of a shared batch, begun over the stored state on first use.
+fn pending_over<'p>(
+    slot: &'p mut Option<Pending>,
+    db: &DB,
+) -> Result<&'p mut Pending, StorageError> {
+    match slot {
+        Some(pending) => Ok(pending),
+        unset => Ok(unset.insert(Pending::over(db).map_err(sm_err)?)),
+    }
+}
+
+/// Whether a tree operation may run in a shared batch: creates, setData and checks read
+/// single nodes and their parents' metadata, which [`Pending`] covers.
+fn joins_shared_batch(op: &TreeOp) -> bool {
+    matches!(
+        op,
+        TreeOp::Create { .. } | TreeOp::SetData { .. } | TreeOp::Check { .. }
+    )
 }
 
 /// Tree operations run all or nothing: the per-op results (or the first failure), and

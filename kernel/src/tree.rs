@@ -804,7 +804,7 @@ pub(crate) fn stage_meta(
     }
     let tree_meta = cf(db, CF_TREE_META)?;
     let mut staged = Vec::with_capacity(deleted.len() + metas.len());
-    for key in deleted.iter() {
+    for key in &deleted {
         batch.delete_cf(tree_meta, key);
     }
     for (key, meta) in metas {
