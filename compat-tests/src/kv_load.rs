@@ -28,6 +28,9 @@ pub struct LoadShape {
     pub keys: usize,
     pub value_size: usize,
     pub backends: Vec<Backend>,
+    /// How many times every backend runs its phases, the backends taking turns, so that
+    /// a slow spell of a shared machine falls on both and the median ratio stays fair.
+    pub rounds: usize,
 }
 
 impl Default for LoadShape {
@@ -39,13 +42,14 @@ impl Default for LoadShape {
             keys: 1000,
             value_size: 256,
             backends: Backend::ALL.to_vec(),
+            rounds: 1,
         }
     }
 }
 
 impl LoadShape {
     /// Applies one of the shared flags (`--seconds --clients --connections --keys
-    /// --value-size --backends`); `false` when `flag` is not one of them.
+    /// --value-size --backends --rounds`); `false` when `flag` is not one of them.
     pub fn apply_flag(&mut self, flag: &str, value: &str) -> Result<bool> {
         match flag {
             "--seconds" => self.seconds = u64::try_from(count(flag, value)?)?,
@@ -54,6 +58,7 @@ impl LoadShape {
             "--keys" => self.keys = count(flag, value)?,
             "--value-size" => self.value_size = count(flag, value)?,
             "--backends" => self.backends = backends(flag, value)?,
+            "--rounds" => self.rounds = count(flag, value)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -62,8 +67,8 @@ impl LoadShape {
     /// The line describing the load, printed above the table.
     pub fn describe(&self) -> String {
         format!(
-            "{} clients over {} connections, {}-byte values, {} keys, {}s per phase",
-            self.clients, self.connections, self.value_size, self.keys, self.seconds
+            "{} clients over {} connections, {}-byte values, {} keys, {}s per phase, {} round(s)",
+            self.clients, self.connections, self.value_size, self.keys, self.seconds, self.rounds
         )
     }
 }
@@ -100,6 +105,16 @@ pub struct BackendResult {
     pub backend: Backend,
     pub put: PhaseResult,
     pub range: PhaseResult,
+}
+
+impl BackendResult {
+    /// The result of the `operation` phase.
+    pub fn phase(&self, operation: Operation) -> &PhaseResult {
+        match operation {
+            Operation::Put => &self.put,
+            Operation::Range => &self.range,
+        }
+    }
 }
 
 /// The name of the key with this index.
@@ -252,20 +267,55 @@ pub fn print_results(results: &[BackendResult]) {
             );
         }
     }
-    let find = |wanted: Backend| results.iter().find(|r| r.backend == wanted);
-    if let (Some(etcd), Some(concord)) = (find(Backend::Etcd), find(Backend::Concord)) {
-        for (name, etcd, concord) in [
-            ("Put", &etcd.put, &concord.put),
-            ("Range", &etcd.range, &concord.range),
-        ] {
-            println!(
-                "ratio concord/etcd {name:<5}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
-                concord.ops_per_second / etcd.ops_per_second,
-                concord.p50.as_secs_f64() / etcd.p50.as_secs_f64(),
-                concord.p99.as_secs_f64() / etcd.p99.as_secs_f64(),
-            );
-        }
+    let of = |wanted: Backend| results.iter().filter(move |r| r.backend == wanted);
+    let pairs: Vec<_> = of(Backend::Etcd).zip(of(Backend::Concord)).collect();
+    for (name, phase) in [("Put", Operation::Put), ("Range", Operation::Range)] {
+        let ratios: Vec<[f64; 3]> = pairs
+            .iter()
+            .map(|(etcd, concord)| {
+                let (etcd, concord) = (etcd.phase(phase), concord.phase(phase));
+                [
+                    concord.ops_per_second / etcd.ops_per_second,
+                    concord.p50.as_secs_f64() / etcd.p50.as_secs_f64(),
+                    concord.p99.as_secs_f64() / etcd.p99.as_secs_f64(),
+                ]
+            })
+            .collect();
+        let Some(median) = median_ratios(&ratios) else {
+            continue;
+        };
+        let each: Vec<String> = ratios.iter().map(|r| format!("{:.2}x", r[0])).collect();
+        println!(
+            "ratio concord/etcd {name:<5}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x{}",
+            median[0],
+            median[1],
+            median[2],
+            if ratios.len() > 1 {
+                format!(
+                    " (medians of {} rounds; throughput {})",
+                    ratios.len(),
+                    each.join(" ")
+                )
+            } else {
+                String::new()
+            }
+        );
     }
+}
+
+/// The median of each column of per-round ratios (the lower middle one for an even
+/// count); `None` without rounds.
+fn median_ratios(ratios: &[[f64; 3]]) -> Option<[f64; 3]> {
+    if ratios.is_empty() {
+        return None;
+    }
+    let mut median = [0.0; 3];
+    for (column, slot) in median.iter_mut().enumerate() {
+        let mut values: Vec<f64> = ratios.iter().map(|r| r[column]).collect();
+        values.sort_by(f64::total_cmp);
+        *slot = values[(values.len() - 1) / 2];
+    }
+    Some(median)
 }
 
 #[cfg(test)]
@@ -283,5 +333,21 @@ mod tests {
         assert_eq!(shape.backends, vec![Backend::Etcd]);
         assert_eq!(shape.clients, 64);
         assert_eq!(key_name(7), "bench/key-000007");
+        assert_eq!(shape.rounds, 1);
+        assert!(shape.apply_flag("--rounds", "3").unwrap());
+        assert_eq!(shape.rounds, 3);
+        assert!(shape.apply_flag("--rounds", "0").is_err());
+    }
+
+    #[test]
+    fn median_ratios_take_each_column_apart() {
+        assert_eq!(median_ratios(&[]), None);
+        assert_eq!(median_ratios(&[[1.5, 0.5, 0.7]]), Some([1.5, 0.5, 0.7]));
+        let rounds = [[1.0, 0.9, 0.3], [2.0, 0.1, 0.2], [1.5, 0.5, 0.1]];
+        assert_eq!(median_ratios(&rounds), Some([1.5, 0.5, 0.2]));
+        assert_eq!(
+            median_ratios(&[[1.0, 2.0, 3.0], [4.0, 1.0, 0.5]]),
+            Some([1.0, 1.0, 0.5])
+        );
     }
 }

@@ -21,7 +21,7 @@
 //! ([`concord_compat_tests::tls_overhead`]).
 //!
 //! Usage: `bench [--seconds N] [--clients N] [--connections N] [--keys N]
-//! [--value-size N] [--backends etcd,concord] [--tls server|mutual|server,mutual]`. The
+//! [--value-size N] [--backends etcd,concord] [--rounds N] [--tls server|mutual|server,mutual]`. The
 //! `concord` binary is found as the compat tests find it (`CONCORD_BIN`, else
 //! `release/concord` beside this binary). The load itself is
 //! [`concord_compat_tests::kv_load`], shared with `cluster_bench`. Every server is
@@ -80,14 +80,16 @@ async fn main() -> Result<()> {
 /// Each backend's Put and Range phases.
 async fn run_put_and_range(shape: &LoadShape) -> Result<()> {
     let mut results = Vec::new();
-    for &backend in &shape.backends {
-        eprintln!("bench: starting {backend}");
-        let server = Server::start(backend).await?;
-        let connections = connect_all(&server, shape.connections).await?;
-        let label = format!("bench: {backend}");
-        let result = kv_load::run_put_and_range(&label, backend, shape, &connections).await?;
-        drop(server);
-        results.push(result);
+    for round in 1..=shape.rounds {
+        for &backend in &shape.backends {
+            eprintln!("bench: round {round}, starting {backend}");
+            let server = Server::start(backend).await?;
+            let connections = connect_all(&server, shape.connections).await?;
+            let label = format!("bench: {backend}");
+            let result = kv_load::run_put_and_range(&label, backend, shape, &connections).await?;
+            drop(server);
+            results.push(result);
+        }
     }
     println!("load: {}", shape.describe());
     kv_load::print_results(&results);

@@ -14,7 +14,7 @@
 //! `bench`.
 //!
 //! Usage: `cluster_bench [--seconds N] [--clients N] [--connections N] [--keys N]
-//! [--value-size N] [--members N] [--backends etcd,concord]` (defaults: 10 s, 64
+//! [--value-size N] [--members N] [--backends etcd,concord] [--rounds N]` (defaults: 10 s, 64
 //! clients, 8 connections, 1000 keys, 256 bytes, 3 members, both backends). The `concord`
 //! binary is found as the compat tests find it (`CONCORD_BIN`, else `release/concord`
 //! beside this binary).
@@ -54,17 +54,20 @@ async fn main() -> Result<()> {
     let args = Args::from_args(std::env::args().skip(1))?;
     eprintln!("cluster_bench: {args:?}");
     let mut results = Vec::new();
-    for &backend in &args.load.backends {
-        eprintln!(
-            "cluster_bench: starting a {}-member {backend} cluster",
-            args.members
-        );
-        let cluster = Cluster::start(backend, args.members).await?;
-        let connections = connect_spread(&cluster, args.load.connections).await?;
-        let label = format!("cluster_bench: {backend}");
-        let result = kv_load::run_put_and_range(&label, backend, &args.load, &connections).await?;
-        drop(cluster);
-        results.push(result);
+    for round in 1..=args.load.rounds {
+        for &backend in &args.load.backends {
+            eprintln!(
+                "cluster_bench: round {round}, starting a {}-member {backend} cluster",
+                args.members
+            );
+            let cluster = Cluster::start(backend, args.members).await?;
+            let connections = connect_spread(&cluster, args.load.connections).await?;
+            let label = format!("cluster_bench: {backend}");
+            let result =
+                kv_load::run_put_and_range(&label, backend, &args.load, &connections).await?;
+            drop(cluster);
+            results.push(result);
+        }
     }
     println!("load: {}, {} members", args.load.describe(), args.members);
     kv_load::print_results(&results);
