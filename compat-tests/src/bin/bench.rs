@@ -21,11 +21,12 @@
 //! ([`concord_compat_tests::tls_overhead`]).
 //!
 //! Usage: `bench [--seconds N] [--clients N] [--connections N] [--keys N]
-//! [--value-size N] [--backends etcd,concord] [--rounds N] [--tls server|mutual|server,mutual]`. The
-//! `concord` binary is found as the compat tests find it (`CONCORD_BIN`, else
-//! `release/concord` beside this binary). The load itself is
-//! [`concord_compat_tests::kv_load`], shared with `cluster_bench`. Every server is
-//! killed when its run ends or fails.
+//! [--value-size N] [--backends etcd,concord] [--rounds N]
+//! [--tls server|mutual|server,mutual]`. `--rounds N` runs the backends in turns N times
+//! and gives the median of the per-round ratios. The `concord` binary is found as the
+//! compat tests find it (`CONCORD_BIN`, else `release/concord` beside this binary). The
+//! load itself is [`concord_compat_tests::kv_load`], shared with `cluster_bench`. Every
+//! server is killed when its run ends or fails.
 
 use std::path::Path;
 
