@@ -1,22 +1,23 @@
 //! The Watch service: one bidirectional stream carries many watches.
 //!
-//! Requests are read in order on one task per stream; each watch then runs on its own
-//! task that turns the kernel watcher's batches into responses. All of them write into
-//! one bounded channel that is the response stream, so a client that reads slowly slows
-//! only its own watches (their kernel watchers fall back to history), never writers.
-//! Ids, created/canceled replies and cancel reasons follow etcd's watch server.
+//! One task per stream reads its requests in order and delivers its watches' events:
+//! each watch is a feed of responses built from its kernel watcher's batches, and the
+//! task takes whatever all feeds have ready and sends it in revision order, as etcd's
+//! shared per-stream channel does. A client that reads slowly slows only its own
+//! stream (its kernel watchers fall back to history), never writers. Ids,
+//! created/canceled replies and cancel reasons follow etcd's watch server.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use concord_kernel::types::{Revision, WatchBatch};
 use concord_kernel::{Kernel, WatchEnd};
 use prost::Message;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
@@ -26,6 +27,8 @@ use crate::status::to_status;
 
 /// Responses buffered per stream before its watches wait for the client.
 const STREAM_BUFFER: usize = 256;
+/// Ready deliveries one stream gathers and orders before sending them.
+const DELIVERIES_PER_TURN: usize = 1024;
 /// How often a watch that asked for progress notifications gets one when idle (etcd's
 /// default).
 const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
@@ -67,7 +70,7 @@ impl Watch for WatchService {
             kernel: self.kernel.clone(),
             max_response_bytes: self.max_response_bytes,
             out,
-            watches: HashMap::new(),
+            watches: StreamMap::new(),
             next_id: 0,
         };
         tokio::spawn(stream.run(inbound));
@@ -80,37 +83,79 @@ struct WatchStream {
     kernel: Kernel,
     max_response_bytes: usize,
     out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    watches: HashMap<i64, JoinHandle<()>>,
+    /// The live watches by id; a feed that ends leaves the map, freeing its id.
+    watches: StreamMap<i64, WatchFeed>,
     next_id: i64,
+}
+
+/// What a stream's task does next.
+enum Step {
+    Request(Option<Result<pb::WatchRequest, Status>>),
+    Deliver(Delivery),
 }
 
 impl WatchStream {
     async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
-        while let Some(message) = inbound.next().await {
-            let request = match message {
-                Ok(request) => request,
-                Err(status) => {
-                    tracing::debug!(%status, "watch stream ended by the client");
-                    break;
+        loop {
+            let step = tokio::select! {
+                message = inbound.next() => Step::Request(message),
+                Some((_, delivery)) = self.watches.next(), if !self.watches.is_empty() => {
+                    Step::Deliver(delivery)
                 }
             };
-            let keep_going = match request.request_union {
-                Some(pb::watch_request::RequestUnion::CreateRequest(create)) => {
-                    self.create(create).await
+            let keep_going = match step {
+                Step::Request(Some(Ok(request))) => self.handle(request).await,
+                Step::Request(Some(Err(status))) => {
+                    tracing::debug!(%status, "watch stream ended by the client");
+                    false
                 }
-                Some(pb::watch_request::RequestUnion::CancelRequest(cancel)) => {
-                    self.cancel(cancel.watch_id).await
-                }
-                Some(pb::watch_request::RequestUnion::ProgressRequest(_)) => self.progress().await,
-                // An empty request carries nothing to act on; etcd ignores it too.
-                None => true,
+                Step::Request(None) => false,
+                Step::Deliver(first) => self.deliver_ready(first).await,
             };
             if !keep_going {
-                break;
+                return;
             }
         }
-        for (_, task) in self.watches.drain() {
-            task.abort();
+    }
+
+    async fn handle(&mut self, request: pb::WatchRequest) -> bool {
+        match request.request_union {
+            Some(pb::watch_request::RequestUnion::CreateRequest(create)) => {
+                self.create(create).await
+            }
+            Some(pb::watch_request::RequestUnion::CancelRequest(cancel)) => {
+                self.cancel(cancel.watch_id).await
+            }
+            Some(pb::watch_request::RequestUnion::ProgressRequest(_)) => self.progress().await,
+            // An empty request carries nothing to act on; etcd ignores it too.
+            None => true,
+        }
+    }
+
+    /// Sends `first` with every other delivery the watches have ready now, in revision
+    /// order: a watch that was polled late never sends an older revision after a newer
+    /// one of another watch on this stream.
+    async fn deliver_ready(&mut self, first: Delivery) -> bool {
+        let mut ready = vec![first];
+        self.gather_ready(&mut ready);
+        ready.sort_by_key(|delivery| delivery.revision);
+        for response in ready.into_iter().flat_map(|delivery| delivery.responses) {
+            if !self.send(response).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Adds what the watches have ready without waiting. Polling with a no-op waker is
+    /// harmless: the next wait polls every watch again with the task's own waker.
+    fn gather_ready(&mut self, ready: &mut Vec<Delivery>) {
+        let mut cx = Context::from_waker(Waker::noop());
+        while ready.len() < DELIVERIES_PER_TURN {
+            match Pin::new(&mut self.watches).poll_next(&mut cx) {
+                Poll::Ready(Some((_, delivery))) => ready.push(delivery),
+                Poll::Ready(None) | Poll::Pending => return,
+            }
         }
     }
 
@@ -119,11 +164,11 @@ impl WatchStream {
     }
 
     /// Sends one response; false once the client is gone.
-    async fn send(&self, response: pb::WatchResponse) -> bool {
+    async fn send(&mut self, response: pb::WatchResponse) -> bool {
         self.out.send(Ok(response)).await.is_ok()
     }
 
-    async fn refuse(&self, reason: &str) -> bool {
+    async fn refuse(&mut self, reason: &str) -> bool {
         let revision = self.kernel.revision().unwrap_or_default();
         self.send(pb::WatchResponse {
             header: self.header(revision),
@@ -149,8 +194,6 @@ impl WatchStream {
     }
 
     async fn create(&mut self, create: pb::WatchCreateRequest) -> bool {
-        // Drop finished watches so their ids can be reused, as etcd frees them.
-        self.watches.retain(|_, task| !task.is_finished());
         let range_end_is_open = create.range_end.is_empty() || create.range_end == [0];
         if !range_end_is_open && create.key >= create.range_end {
             return self.refuse(EMPTY_WATCH_RANGE).await;
@@ -178,24 +221,28 @@ impl WatchStream {
         if !self.send(created).await {
             return false;
         }
-        let task = WatchTask {
+        let feed = WatchFeed::new(WatchTask {
             kernel: self.kernel.clone(),
-            out: self.out.clone(),
+            watcher,
             watch_id,
-            progress_notify,
+            progress: progress_notify.then(|| {
+                tokio::time::interval_at(
+                    tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL,
+                    PROGRESS_NOTIFY_INTERVAL,
+                )
+            }),
             fragment_above: fragment.then_some(self.max_response_bytes),
-        };
-        self.watches
-            .insert(watch_id, tokio::spawn(task.run(watcher)));
+            ended: false,
+        });
+        self.watches.insert(watch_id, feed);
         true
     }
 
     async fn cancel(&mut self, watch_id: i64) -> bool {
         // etcd answers nothing for an id it does not know.
-        let Some(task) = self.watches.remove(&watch_id) else {
+        if self.watches.remove(&watch_id).is_none() {
             return true;
-        };
-        task.abort();
+        }
         let revision = self.kernel.revision().unwrap_or_default();
         self.send(pb::WatchResponse {
             header: self.header(revision),
@@ -217,72 +264,90 @@ impl WatchStream {
     }
 }
 
-/// One watch's delivery loop.
+/// The responses one watch has for one revision (several when fragmented).
+struct Delivery {
+    revision: Revision,
+    responses: Vec<pb::WatchResponse>,
+}
+
+/// One watch as a stream of deliveries: it polls the watch's next step, which owns the
+/// watch's state while it waits and hands it back with each delivery.
+struct WatchFeed {
+    next: Option<Pin<Box<dyn Future<Output = Option<(Delivery, WatchTask)>> + Send>>>,
+}
+
+impl WatchFeed {
+    fn new(task: WatchTask) -> Self {
+        WatchFeed {
+            next: Some(Box::pin(task.step())),
+        }
+    }
+}
+
+impl Stream for WatchFeed {
+    type Item = Delivery;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let Some(next) = self.next.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match next.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.next = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some((delivery, task))) => {
+                self.next = Some(Box::pin(task.step()));
+                Poll::Ready(Some(delivery))
+            }
+        }
+    }
+}
+
+/// One watch's state between deliveries.
 struct WatchTask {
     kernel: Kernel,
-    out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    watcher: concord_kernel::Watcher,
     watch_id: i64,
-    progress_notify: bool,
+    /// Present when the watch asked for progress notifications when idle.
+    progress: Option<tokio::time::Interval>,
     fragment_above: Option<usize>,
+    /// Set once the watch has sent its cancel reply.
+    ended: bool,
 }
 
 impl WatchTask {
-    async fn run(self, mut watcher: concord_kernel::Watcher) {
-        // Only watches that asked for progress notifications pay for a timer.
-        let mut progress = self
-            .progress_notify
-            .then(|| tokio::time::interval(PROGRESS_NOTIFY_INTERVAL));
-        if let Some(progress) = progress.as_mut() {
-            progress.tick().await;
+    /// Waits for the watch's next delivery; `None` once the watch has ended.
+    async fn step(mut self) -> Option<(Delivery, Self)> {
+        if self.ended {
+            return None;
         }
-        loop {
-            let next = match progress.as_mut() {
-                None => watcher.next().await,
-                Some(progress) => tokio::select! {
-                    next = watcher.next() => next,
-                    _ = progress.tick() => {
-                        let revision = self.kernel.revision().unwrap_or_default();
-                        if !self.send(self.response(revision, Vec::new())).await {
-                            return;
-                        }
-                        continue;
-                    }
-                },
-            };
-            match next {
-                Ok(batch) => {
-                    if let Some(progress) = progress.as_mut() {
-                        progress.reset();
-                    }
-                    if !self.deliver(batch).await {
-                        return;
-                    }
+        let next = match self.progress.as_mut() {
+            None => self.watcher.next().await,
+            Some(progress) => tokio::select! {
+                next = self.watcher.next() => next,
+                _ = progress.tick() => {
+                    let revision = self.kernel.revision().unwrap_or_default();
+                    let response = self.response(revision, Vec::new());
+                    return Some((Delivery { revision, responses: vec![response] }, self));
                 }
-                Err(WatchEnd::Compacted { compact_revision }) => {
-                    let response = pb::WatchResponse {
-                        header: convert::header(self.kernel.header(0)),
-                        watch_id: self.watch_id,
-                        canceled: true,
-                        compact_revision,
-                        ..Default::default()
-                    };
-                    self.send(response).await;
-                    return;
+            },
+        };
+        let delivery = match next {
+            Ok(batch) => {
+                if let Some(progress) = self.progress.as_mut() {
+                    progress.reset();
                 }
-                Err(WatchEnd::Closed) => return,
-                Err(WatchEnd::Failed(e)) => {
-                    let response = pb::WatchResponse {
-                        header: convert::header(self.kernel.header(0)),
-                        watch_id: self.watch_id,
-                        canceled: true,
-                        cancel_reason: to_status(&e).message().to_string(),
-                        ..Default::default()
-                    };
-                    self.send(response).await;
-                    return;
-                }
+                self.deliver(batch)
             }
-        }
+            Err(WatchEnd::Closed) => return None,
+            Err(WatchEnd::Compacted { compact_revision }) => {
+                self.canceled(compact_revision, String::new())
+            }
+            Err(WatchEnd::Failed(e)) => self.canceled(0, to_status(&e).message().to_string()),
+        };
+        Some((delivery, self))
     }
 
     fn response(&self, revision: Revision, events: Vec<mvccpb::Event>) -> pb::WatchResponse {
@@ -294,20 +359,37 @@ impl WatchTask {
         }
     }
 
-    async fn send(&self, response: pb::WatchResponse) -> bool {
-        self.out.send(Ok(response)).await.is_ok()
+    /// The watch's last reply, after its kernel watcher stopped; its header carries
+    /// revision 0, as etcd's does.
+    fn canceled(&mut self, compact_revision: Revision, cancel_reason: String) -> Delivery {
+        self.ended = true;
+        Delivery {
+            revision: self.watcher.next_revision(),
+            responses: vec![pb::WatchResponse {
+                header: convert::header(self.kernel.header(0)),
+                watch_id: self.watch_id,
+                canceled: true,
+                compact_revision,
+                cancel_reason,
+                ..Default::default()
+            }],
+        }
     }
 
-    /// Sends one revision's events: one response, or fragments of at most the size
-    /// limit when the watch allows fragmenting.
-    async fn deliver(&self, batch: WatchBatch) -> bool {
+    /// One revision's events: one response, or fragments of at most the size limit
+    /// when the watch allows fragmenting.
+    fn deliver(&self, batch: WatchBatch) -> Delivery {
+        let revision = batch.revision;
         let events: Vec<mvccpb::Event> = batch.events.into_iter().map(convert::event).collect();
-        let whole = self.response(batch.revision, events);
+        let whole = self.response(revision, events);
         let Some(limit) = self
             .fragment_above
             .filter(|limit| whole.encoded_len() > *limit)
         else {
-            return self.send(whole).await;
+            return Delivery {
+                revision,
+                responses: vec![whole],
+            };
         };
         let mut fragments = Vec::new();
         let mut current: Vec<mvccpb::Event> = Vec::new();
@@ -323,13 +405,18 @@ impl WatchTask {
         }
         fragments.push(current);
         let last = fragments.len() - 1;
-        for (i, events) in fragments.into_iter().enumerate() {
-            let mut response = self.response(batch.revision, events);
-            response.fragment = i < last;
-            if !self.send(response).await {
-                return false;
-            }
+        let responses = fragments
+            .into_iter()
+            .enumerate()
+            .map(|(i, events)| {
+                let mut response = self.response(revision, events);
+                response.fragment = i < last;
+                response
+            })
+            .collect();
+        Delivery {
+            revision,
+            responses,
         }
-        true
     }
 }
