@@ -270,10 +270,13 @@ struct Delivery {
     responses: Vec<pb::WatchResponse>,
 }
 
+/// A watch's next step: its next delivery and its state for the step after.
+type NextStep = Pin<Box<dyn Future<Output = Option<(Delivery, WatchTask)>> + Send>>;
+
 /// One watch as a stream of deliveries: it polls the watch's next step, which owns the
 /// watch's state while it waits and hands it back with each delivery.
 struct WatchFeed {
-    next: Option<Pin<Box<dyn Future<Output = Option<(Delivery, WatchTask)>> + Send>>>,
+    next: Option<NextStep>,
 }
 
 impl WatchFeed {
