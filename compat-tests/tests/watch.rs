@@ -2,7 +2,8 @@
 //! from an old revision (event types, keys, values, revisions, the bare DELETE kv),
 //! prev_kv, the NOPUT and NODELETE filters, prefix and range watches, compacted and
 //! future start revisions, many watches on one stream (client-chosen and server-chosen
-//! ids, the duplicate-id refusal), progress requests and cancellation.
+//! ids, the duplicate-id refusal, revision order across them under concurrent writes),
+//! progress requests and cancellation.
 //!
 //! Every scenario runs on a fresh real etcd and a fresh Concord (select with
 //! `CONCORD_COMPAT_BACKENDS`), so each expectation is also checked against etcd.
@@ -425,6 +426,61 @@ async fn many_watches(s: Session) -> Result<()> {
 #[tokio::test]
 async fn many_watches_on_one_stream_with_chosen_and_server_ids() -> Result<()> {
     on_each_backend(many_watches).await
+}
+
+/// Watches on one stream, one key each, while several clients put to those keys at
+/// once (so the server applies many revisions back to back): the stream carries every
+/// event once, in revision order across all its watches, each on its key's watch.
+async fn one_stream_in_revision_order(s: Session) -> Result<()> {
+    const WATCHES: usize = 8;
+    const WRITERS: usize = 4;
+    const PUTS_EACH: usize = 25;
+    let mut c = s.client;
+    let (mut watcher, mut stream) = c.watch("o/0", None).await?;
+    for i in 1..WATCHES {
+        watcher.watch(format!("o/{i}"), None).await?;
+        let created = next_response(&mut stream).await?;
+        ensure_eq!((created.created(), created.watch_id()), (true, i as i64));
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let mut writer = c.clone();
+        writers.spawn(async move {
+            for n in 0..PUTS_EACH {
+                writer
+                    .put(format!("o/{}", (w + n) % WATCHES), format!("{w}-{n}"), None)
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.context("writer task")??;
+    }
+    let got = collect_events(&mut stream, WRITERS * PUTS_EACH).await?;
+    let mut last_revision = 0;
+    for d in &got {
+        let kv = d.event.kv.as_ref().context("a put event has its kv")?;
+        ensure!(
+            kv.mod_revision > last_revision,
+            "revision {} ({}, watch {}) after revision {last_revision} on one stream",
+            kv.mod_revision,
+            kv.key,
+            d.watch_id
+        );
+        last_revision = kv.mod_revision;
+        ensure_eq!(
+            kv.key,
+            format!("o/{}", d.watch_id),
+            "event on its key's watch"
+        );
+    }
+    expect_no_response(&mut stream, SILENCE).await
+}
+
+#[tokio::test]
+async fn watches_of_one_stream_receive_concurrent_writes_in_revision_order() -> Result<()> {
+    on_each_backend(one_stream_in_revision_order).await
 }
 
 async fn progress(s: Session) -> Result<()> {
