@@ -232,7 +232,6 @@ impl WatchStream {
                 )
             }),
             fragment_above: fragment.then_some(self.max_response_bytes),
-            ended: false,
         });
         self.watches.insert(watch_id, feed);
         true
@@ -270,8 +269,9 @@ struct Delivery {
     responses: Vec<pb::WatchResponse>,
 }
 
-/// A watch's next step: its next delivery and its state for the step after.
-type NextStep = Pin<Box<dyn Future<Output = Option<(Delivery, WatchTask)>> + Send>>;
+/// A watch's next step: its next delivery and its state for the step after (`None` once
+/// that delivery was the watch's last).
+type NextStep = Pin<Box<dyn Future<Output = Option<(Delivery, Option<WatchTask>)>> + Send>>;
 
 /// One watch as a stream of deliveries: it polls the watch's next step, which owns the
 /// watch's state while it waits and hands it back with each delivery.
@@ -301,7 +301,7 @@ impl Stream for WatchFeed {
                 Poll::Ready(None)
             }
             Poll::Ready(Some((delivery, task))) => {
-                self.next = Some(Box::pin(task.step()));
+                self.next = task.map(|task| Box::pin(task.step()) as NextStep);
                 Poll::Ready(Some(delivery))
             }
         }
@@ -316,16 +316,12 @@ struct WatchTask {
     /// Present when the watch asked for progress notifications when idle.
     progress: Option<tokio::time::Interval>,
     fragment_above: Option<usize>,
-    /// Set once the watch has sent its cancel reply.
-    ended: bool,
 }
 
 impl WatchTask {
-    /// Waits for the watch's next delivery; `None` once the watch has ended.
-    async fn step(mut self) -> Option<(Delivery, Self)> {
-        if self.ended {
-            return None;
-        }
+    /// Waits for the watch's next delivery, handing back the watch's state unless the
+    /// delivery is its last (the cancel reply); `None` when it ends without a reply.
+    async fn step(mut self) -> Option<(Delivery, Option<Self>)> {
         let next = match self.progress.as_mut() {
             None => self.watcher.next().await,
             Some(progress) => tokio::select! {
@@ -333,24 +329,25 @@ impl WatchTask {
                 _ = progress.tick() => {
                     let revision = self.kernel.revision().unwrap_or_default();
                     let response = self.response(revision, Vec::new());
-                    return Some((Delivery { revision, responses: vec![response] }, self));
+                    return Some((Delivery { revision, responses: vec![response] }, Some(self)));
                 }
             },
         };
-        let delivery = match next {
+        match next {
             Ok(batch) => {
                 if let Some(progress) = self.progress.as_mut() {
                     progress.reset();
                 }
-                self.deliver(batch)
+                Some((self.deliver(batch), Some(self)))
             }
-            Err(WatchEnd::Closed) => return None,
+            Err(WatchEnd::Closed) => None,
             Err(WatchEnd::Compacted { compact_revision }) => {
-                self.canceled(compact_revision, String::new())
+                Some((self.canceled(compact_revision, String::new()), None))
             }
-            Err(WatchEnd::Failed(e)) => self.canceled(0, to_status(&e).message().to_string()),
-        };
-        Some((delivery, self))
+            Err(WatchEnd::Failed(e)) => {
+                Some((self.canceled(0, to_status(&e).message().to_string()), None))
+            }
+        }
     }
 
     fn response(&self, revision: Revision, events: Vec<mvccpb::Event>) -> pb::WatchResponse {
@@ -364,8 +361,7 @@ impl WatchTask {
 
     /// The watch's last reply, after its kernel watcher stopped; its header carries
     /// revision 0, as etcd's does.
-    fn canceled(&mut self, compact_revision: Revision, cancel_reason: String) -> Delivery {
-        self.ended = true;
+    fn canceled(&self, compact_revision: Revision, cancel_reason: String) -> Delivery {
         Delivery {
             revision: self.watcher.next_revision(),
             responses: vec![pb::WatchResponse {
