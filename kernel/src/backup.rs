@@ -337,7 +337,10 @@ const LOAD_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// what it restored; refuses a data dir that already holds a state store.
 pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<SnapshotInfo> {
     let state_path = data_dir.join("state");
-    if state_path.exists() || data_dir.join("raft-log").exists() {
+    if state_path.exists()
+        || data_dir.join("raft-log").exists()
+        || data_dir.join(crate::log_store::WAL_DIR).exists()
+    {
         return Err(KernelError::Storage(format!(
             "data dir {} is not empty: restore needs a new one",
             data_dir.display()

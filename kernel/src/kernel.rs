@@ -422,7 +422,10 @@ impl Kernel {
             identity.member_id,
             Arc::new(raft_config),
             network.clone(),
-            LogStore::new(log_db.clone())?,
+            LogStore::new(
+                log_db.clone(),
+                &config.data_dir.join(crate::log_store::WAL_DIR),
+            )?,
             StateMachine::new(
                 state_db.clone(),
                 hub.clone(),

@@ -20,6 +20,7 @@ mod storage_suite;
 mod tree;
 pub mod types;
 mod validate;
+mod wal;
 mod watch;
 
 pub use backup::{SnapshotInfo, restore_snapshot};

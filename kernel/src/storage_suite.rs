@@ -3,7 +3,7 @@
 use openraft::testing::{StoreBuilder, Suite};
 
 use crate::consensus::{StorageError, TypeConfig};
-use crate::log_store::{LogStore, open_log_db};
+use crate::log_store::{LogStore, WAL_DIR, open_log_db};
 use crate::state_machine::{StateMachine, open_state_db};
 use crate::watch::WatchHub;
 
@@ -17,7 +17,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
         let state_db = open_state_db(&dir.path().join("state"))
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
-        let log = LogStore::new(log_db)
+        let log = LogStore::new(log_db, &dir.path().join(WAL_DIR))
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
         Ok((
             dir,
