@@ -767,6 +767,31 @@ mod tests {
     }
 
     #[test]
+    fn entries_of_the_rocksdb_log_move_into_segments() {
+        let dirs = dirs();
+        {
+            let db = open_log_db(&dirs.db).unwrap();
+            let cf_log = cf(&db, CF_LOG).unwrap();
+            for i in 3..7 {
+                let bytes = postcard::to_allocvec(&entry(1, i)).unwrap();
+                db.put_cf(cf_log, i.to_be_bytes(), bytes).unwrap();
+            }
+        }
+        let store = open(&dirs);
+        assert_eq!(indexes(&store), [(1, 3), (1, 4), (1, 5), (1, 6)]);
+        let cf_log = cf(store.db(), CF_LOG).unwrap();
+        assert!(
+            store
+                .db()
+                .iterator_cf(cf_log, IteratorMode::Start)
+                .next()
+                .is_none()
+        );
+        drop(store);
+        assert_eq!(indexes(&open(&dirs)).len(), 4);
+    }
+
+    #[test]
     fn a_torn_record_and_everything_after_it_are_discarded() {
         let dirs = dirs();
         let mut store = open(&dirs);
