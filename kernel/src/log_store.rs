@@ -292,7 +292,10 @@ fn recover(dir: &Path, last_purged: Option<LogId>) -> io::Result<Recovered> {
                 }
             }
         }
-        if damaged && bytes[pos..].iter().any(|b| *b != 0) {
+        // Bytes after the last good record are a crashed run's unacknowledged writes
+        // (possibly whole records behind a lost header): zeroed, so that none can be
+        // read as the continuation of the entries written there next.
+        if bytes[pos..].iter().any(|b| *b != 0) {
             wal::zero_range(&segment.file, pos as u64, bytes.len() as u64)?;
             segment.file.sync_data()?;
         }
@@ -793,14 +796,21 @@ mod tests {
 
     #[test]
     fn a_torn_record_and_everything_after_it_are_discarded() {
+        // Entry 4's record reached the disk only in part (its tail, or its header, is
+        // missing); entry 5's, after it, whole.
+        torn_entry_4(|torn| (torn.end() - 2, torn.end()));
+        torn_entry_4(|torn| (torn.offset, torn.offset + RECORD_HEADER as u64));
+    }
+
+    fn torn_entry_4(lost: impl Fn(&Location) -> (u64, u64)) {
         let dirs = dirs();
         let mut store = open(&dirs);
         write(&mut store, (0..4).map(|i| entry(1, i)));
         write(&mut store, [entry(1, 4), entry(1, 5)]);
         let torn = store.read_index().unwrap().locations[4].clone();
         drop(store);
-        // Entry 4's record reached the disk only in part; entry 5's, after it, whole.
-        wal::zero_range(&torn.segment.file, torn.end() - 2, torn.end()).unwrap();
+        let (from, to) = lost(&torn);
+        wal::zero_range(&torn.segment.file, from, to).unwrap();
         let mut store = open(&dirs);
         assert_eq!(indexes(&store).len(), 4);
         // A new entry 4 of the same size: the old entry 5 behind it must stay gone.
