@@ -26,8 +26,9 @@ const SPARE_NAME: &str = "spare.tmp";
 /// Zeros written per call while filling a spare segment.
 const FILL_CHUNK: usize = 1 << 20;
 
-/// CRC-32C (Castagnoli), the checksum of each record.
-pub(crate) fn crc32c(data: &[u8]) -> u32 {
+/// Runs the CRC-32C (Castagnoli) register `crc` (not yet inverted) over `data`, so that a checksum
+/// can cover several slices without copying them together.
+fn crc32c_extend(mut crc: u32, data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut byte = 0;
@@ -47,18 +48,15 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
         }
         table
     };
-    let mut crc = !0u32;
     for &b in data {
         crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
     }
-    !crc
+    crc
 }
 
+/// A record's checksum: CRC-32C of its index and payload.
 fn record_checksum(index: u64, payload: &[u8]) -> u32 {
-    let mut covered = Vec::with_capacity(8 + payload.len());
-    covered.extend_from_slice(&index.to_le_bytes());
-    covered.extend_from_slice(payload);
-    crc32c(&covered)
+    !crc32c_extend(crc32c_extend(!0, &index.to_le_bytes()), payload)
 }
 
 /// Appends one record to `buf`. Payloads are postcard-encoded entries, far below 4 GiB
@@ -207,6 +205,10 @@ pub(crate) fn zero_range(file: &File, from: u64, to: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn crc32c(data: &[u8]) -> u32 {
+        !crc32c_extend(!0, data)
+    }
 
     #[test]
     fn crc32c_matches_the_standard_check_value() {
