@@ -20,7 +20,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -152,8 +152,12 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    fn read_index(&self) -> io::Result<RwLockReadGuard<'_, EntryIndex>> {
+        self.index.read().map_err(|_| lock_err())
+    }
+
     fn locations(&self, start: u64, end: u64) -> io::Result<Vec<Location>> {
-        let index = self.index.read().map_err(|_| lock_err())?;
+        let index = self.read_index()?;
         let start = start.max(index.first);
         let end = end.min(index.next_index());
         Ok((start..end)
@@ -442,11 +446,11 @@ impl LogStore {
         Ok(())
     }
 
-    fn read_index(&self) -> io::Result<std::sync::RwLockReadGuard<'_, EntryIndex>> {
-        self.reader.index.read().map_err(|_| lock_err())
+    fn read_index(&self) -> io::Result<RwLockReadGuard<'_, EntryIndex>> {
+        self.reader.read_index()
     }
 
-    fn write_index(&self) -> io::Result<std::sync::RwLockWriteGuard<'_, EntryIndex>> {
+    fn write_index(&self) -> io::Result<RwLockWriteGuard<'_, EntryIndex>> {
         self.reader.index.write().map_err(|_| lock_err())
     }
 
