@@ -336,9 +336,9 @@ const LOAD_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Fills the (new, empty) state store under `data_dir` from a snapshot file. Returns
 /// what it restored; refuses a data dir that already holds a state store.
 pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> KernelResult<SnapshotInfo> {
-    let state_path = data_dir.join("state");
+    let state_path = data_dir.join(crate::state_machine::STATE_DB_DIR);
     if state_path.exists()
-        || data_dir.join("raft-log").exists()
+        || data_dir.join(crate::log_store::LOG_DB_DIR).exists()
         || data_dir.join(crate::log_store::WAL_DIR).exists()
     {
         return Err(KernelError::Storage(format!(

@@ -39,7 +39,10 @@ pub(crate) const LOG_COLUMN_FAMILIES: [&str; 2] = [CF_LOG, CF_RAFT_META];
 const META_VOTE: &[u8] = b"vote";
 const META_LAST_PURGED: &[u8] = b"last_purged";
 const META_COMMITTED: &[u8] = b"committed";
-/// The directory of the segment files, beside `raft-log` in the data dir.
+/// The data dir's RocksDB instance for the log's metadata (vote, committed, purge mark,
+/// identity).
+pub(crate) const LOG_DB_DIR: &str = "raft-log";
+/// The directory of the segment files, beside [`LOG_DB_DIR`] in the data dir.
 pub(crate) const WAL_DIR: &str = "raft-wal";
 
 fn io_err<E: std::error::Error + 'static>(e: E) -> StorageError {
@@ -728,7 +731,7 @@ mod tests {
     fn dirs() -> Dirs {
         let root = tempfile::tempdir().unwrap();
         Dirs {
-            db: root.path().join("raft-log"),
+            db: root.path().join(LOG_DB_DIR),
             wal: root.path().join(WAL_DIR),
             _root: root,
         }

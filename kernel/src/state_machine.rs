@@ -92,6 +92,9 @@ fn sm_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
 
+/// The data dir's RocksDB instance for the state machine.
+pub(crate) const STATE_DB_DIR: &str = "state";
+
 /// Memtable size of each state column family. With RocksDB's default (64 MiB) every
 /// apply-time insert and lookup walks a skiplist far larger than the CPU caches: under
 /// the `bench` Put load those walks took 18% of the server's CPU samples. At 4 MiB they

@@ -13,9 +13,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir()
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
-        let log_db = open_log_db(&dir.path().join("raft-log"))
+        let log_db = open_log_db(&dir.path().join(crate::log_store::LOG_DB_DIR))
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
-        let state_db = open_state_db(&dir.path().join("state"))
+        let state_db = open_state_db(&dir.path().join(crate::state_machine::STATE_DB_DIR))
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
         let log = LogStore::new(log_db, &dir.path().join(WAL_DIR))
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
