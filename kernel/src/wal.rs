@@ -26,6 +26,9 @@ const SPARE_NAME: &str = "spare.tmp";
 /// Zeros written per call while filling a spare segment.
 const FILL_CHUNK: usize = 1 << 20;
 
+/// The Castagnoli polynomial, bit-reflected (CRC-32C shifts right).
+const CASTAGNOLI_REFLECTED: u32 = 0x82F6_3B78;
+
 /// CRC-32C (Castagnoli) lookup tables for slicing by 8: `TABLES[0]` is the classic
 /// byte-at-a-time table, `TABLES[k][b]` the register after byte `b` and then `k` zero
 /// bytes, so eight input bytes take eight independent lookups instead of a chain of
@@ -38,7 +41,7 @@ const CRC32C_TABLES: [[u32; 256]; 8] = {
         let mut bit = 0;
         while bit < 8 {
             crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
+                (crc >> 1) ^ CASTAGNOLI_REFLECTED
             } else {
                 crc >> 1
             };
@@ -251,7 +254,7 @@ mod tests {
             crc ^= u32::from(b);
             for _ in 0..8 {
                 crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0x82F6_3B78
+                    (crc >> 1) ^ CASTAGNOLI_REFLECTED
                 } else {
                     crc >> 1
                 };
