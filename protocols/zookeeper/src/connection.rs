@@ -6,9 +6,13 @@
 //! them, and a write after a read waits for that read. The responder answers the jobs
 //! in order, putting due watch notifications before each reply.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use concord_kernel::Kernel;
@@ -56,10 +60,31 @@ fn lease_ttl(timeout_ms: i32) -> i64 {
 /// A client connection's byte stream (plain TCP, or TLS on the secure port), split into
 /// a reader and a writer for the connection's two tasks.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Reader: RequestReader;
     type Writer: AsyncWrite + Unpin + Send + 'static;
     fn split(self) -> (Self::Reader, Self::Writer);
 }
+
+/// The read half of a connection, which can have TCP acknowledge what it read at once.
+///
+/// A client that leaves Nagle's algorithm on (the `zookeeper-client` crate, kazoo) holds
+/// its next small requests back until its last segment is acknowledged, and Linux delays
+/// that ACK to carry it on the reply, which for a write comes a Raft round later. So the
+/// reader asks for a quick ACK after every read (`TCP_QUICKACK` is not sticky).
+pub trait RequestReader: AsyncRead + Unpin + Send + 'static {
+    fn acknowledge_now(&self);
+}
+
+#[cfg(target_os = "linux")]
+fn quick_ack(socket: socket2::SockRef<'_>) {
+    if let Err(e) = socket.set_tcp_quickack(true) {
+        tracing::trace!(error = %e, "TCP_QUICKACK refused");
+    }
+}
+
+/// Elsewhere ACKs follow the system's own policy.
+#[cfg(not(target_os = "linux"))]
+fn quick_ack(_socket: socket2::SockRef<'_>) {}
 
 /// Plain TCP splits into owned halves, without a lock between them.
 impl Transport for TcpStream {
@@ -70,12 +95,51 @@ impl Transport for TcpStream {
     }
 }
 
-/// A TLS session is one state machine for both directions: tokio's split shares it.
+impl RequestReader for OwnedReadHalf {
+    fn acknowledge_now(&self) {
+        quick_ack(socket2::SockRef::from(self.as_ref()));
+    }
+}
+
+/// A TLS session is one state machine for both directions: tokio's split shares it, so
+/// the read half keeps a duplicate of the socket's descriptor for its ACKs.
 impl Transport for TlsStream<TcpStream> {
-    type Reader = tokio::io::ReadHalf<Self>;
+    type Reader = TlsReader;
     type Writer = tokio::io::WriteHalf<Self>;
-    fn split(self) -> (Self::Reader, Self::Writer) {
-        tokio::io::split(self)
+    fn split(self) -> (TlsReader, Self::Writer) {
+        let socket = self
+            .get_ref()
+            .0
+            .as_fd()
+            .try_clone_to_owned()
+            .map(socket2::Socket::from)
+            .ok();
+        let (half, writer) = tokio::io::split(self);
+        (TlsReader { half, socket }, writer)
+    }
+}
+
+pub struct TlsReader {
+    half: tokio::io::ReadHalf<TlsStream<TcpStream>>,
+    /// `None` if the descriptor could not be duplicated: then ACKs stay delayed.
+    socket: Option<socket2::Socket>,
+}
+
+impl AsyncRead for TlsReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.half).poll_read(cx, buf)
+    }
+}
+
+impl RequestReader for TlsReader {
+    fn acknowledge_now(&self) {
+        if let Some(socket) = &self.socket {
+            quick_ack(socket2::SockRef::from(socket));
+        }
     }
 }
 
@@ -361,7 +425,7 @@ async fn read_requests(
     shared: Arc<Shared>,
     session: Arc<SessionState>,
     info: Arc<ConnectionInfo>,
-    mut reader: impl AsyncRead + Unpin,
+    mut reader: impl RequestReader,
     mut frames: FrameBuffer,
     jobs: mpsc::Sender<Job>,
 ) {
@@ -379,6 +443,7 @@ async fn read_requests(
                 match tokio::time::timeout(session.timeout, reader.read(&mut chunk)).await {
                     Ok(Ok(0)) => break,
                     Ok(Ok(n)) => {
+                        reader.acknowledge_now();
                         frames.extend(&chunk[..n]);
                         continue;
                     }
@@ -497,6 +562,25 @@ async fn read_requests(
     }
 }
 
+/// Awaits `work`; if it cannot finish at once, first flushes the replies already in
+/// `out`, so that they do not wait for it (the replies of one Raft round would otherwise
+/// sit in the buffer until a later round answers the job behind them).
+async fn flushed_before_waiting<W: AsyncWrite + Unpin, T>(
+    out: &mut BufWriter<W>,
+    work: impl Future<Output = T>,
+) -> T {
+    let mut work = pin!(work);
+    let first_poll = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    if let Poll::Ready(done) = first_poll {
+        return done;
+    }
+    if !out.buffer().is_empty() {
+        // A failed flush fails the next write too, which ends the connection.
+        let _ = out.flush().await;
+    }
+    work.await
+}
+
 struct Responder<W> {
     shared: Arc<Shared>,
     session: Arc<SessionState>,
@@ -557,7 +641,8 @@ impl<W: AsyncWrite + Unpin> Responder<W> {
     /// Sends `reply` after every notification due up to its zxid.
     async fn send(&mut self, reply: Reply) -> bool {
         if self.registered {
-            self.shared.dispatcher.synced_to(reply.zxid).await;
+            let synced = self.shared.dispatcher.synced_to(reply.zxid);
+            flushed_before_waiting(&mut self.out, synced).await;
         }
         while let Ok(event) = self.notifications.try_recv() {
             if !self.notify(&event).await {
@@ -600,7 +685,7 @@ impl<W: AsyncWrite + Unpin> Responder<W> {
                 pending,
                 received,
             } => {
-                let outcome = pending.await;
+                let outcome = flushed_before_waiting(&mut self.out, pending).await;
                 let reply = ops::write_reply(xid, shape, op_count, outcome, self.current());
                 self.shared.counters.record_latency(received.elapsed());
                 self.send(reply).await
@@ -621,7 +706,7 @@ impl<W: AsyncWrite + Unpin> Responder<W> {
                 }
                 let session = self.session.view();
                 let ctx = ReadContext::new(&self.shared.kernel, &session, &self.watches);
-                let outcome = ctx.run(&request).await;
+                let outcome = flushed_before_waiting(&mut self.out, ctx.run(&request)).await;
                 let _ = done.send(());
                 let zxid = ctx.observed().unwrap_or_else(|| self.current());
                 let reply = match outcome {
@@ -632,5 +717,27 @@ impl<W: AsyncWrite + Unpin> Responder<W> {
                 self.send(reply).await
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// After every read the socket is back in quick-ACK mode, even when TCP had switched
+    /// to delayed ACKs (as it does once a connection looks like request and reply).
+    #[tokio::test]
+    async fn the_reader_asks_for_an_immediate_ack() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (accepted, _client) =
+            tokio::try_join!(listener.accept(), TcpStream::connect(address)).unwrap();
+        let (reader, _writer) = Transport::split(accepted.0);
+        let socket = socket2::SockRef::from(reader.as_ref());
+        socket.set_tcp_quickack(false).unwrap();
+        assert!(!socket.tcp_quickack().unwrap());
+        reader.acknowledge_now();
+        assert!(socket.tcp_quickack().unwrap());
     }
 }
