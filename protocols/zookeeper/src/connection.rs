@@ -619,8 +619,13 @@ impl<W: AsyncWrite + Unpin> Responder<W> {
             if !keep_going {
                 break;
             }
-            if jobs.is_empty() && self.out.flush().await.is_err() {
-                break;
+            if jobs.is_empty() {
+                // Let the reader queue what the client sent meanwhile, so that its
+                // replies leave in this write rather than each in one of their own.
+                tokio::task::yield_now().await;
+                if jobs.is_empty() && self.out.flush().await.is_err() {
+                    break;
+                }
             }
         }
         let _ = self.out.flush().await;
