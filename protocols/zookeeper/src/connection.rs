@@ -119,6 +119,7 @@ impl Transport for TlsStream<TcpStream> {
     }
 }
 
+/// The read half of a TLS connection, with its own handle on the socket for ACKs.
 pub struct TlsReader {
     half: tokio::io::ReadHalf<TlsStream<TcpStream>>,
     /// `None` if the descriptor could not be duplicated: then ACKs stay delayed.
