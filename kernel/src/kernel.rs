@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -337,16 +337,30 @@ fn initial_membership(config: &KernelConfig, own_id: u64) -> BTreeMap<u64, Membe
     members
 }
 
-/// Keeps `term` equal to openraft's current term until the kernel is gone.
-async fn follow_term(
+/// Until the kernel is gone, keeps `term` equal to openraft's current term and has the
+/// log store sync on its flusher thread exactly while this member leads others (its
+/// fsync then overlaps their replication; anywhere else syncing inline saves two thread
+/// hand-offs per entry).
+async fn follow_metrics(
     mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, MemberNode>>,
     term: Weak<AtomicU64>,
+    sync_in_append: Arc<AtomicBool>,
 ) {
-    while metrics.changed().await.is_ok() {
+    loop {
         let Some(term) = term.upgrade() else {
             return;
         };
-        term.store(metrics.borrow().current_term, Ordering::Relaxed);
+        {
+            let metrics = metrics.borrow_and_update();
+            term.store(metrics.current_term, Ordering::Relaxed);
+            let leads_others = metrics.state == openraft::ServerState::Leader
+                && metrics.membership_config.nodes().count() > 1;
+            sync_in_append.store(!leads_others, Ordering::Release);
+        }
+        drop(term);
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -418,14 +432,16 @@ impl Kernel {
             None => None,
         };
         let network = PeerNetwork::new(config.peer_tls.as_ref());
+        let log_store = LogStore::new(
+            log_db.clone(),
+            &config.data_dir.join(crate::log_store::WAL_DIR),
+        )?;
+        let sync_in_append = log_store.sync_in_append();
         let raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),
             network.clone(),
-            LogStore::new(
-                log_db.clone(),
-                &config.data_dir.join(crate::log_store::WAL_DIR),
-            )?,
+            log_store,
             StateMachine::new(
                 state_db.clone(),
                 hub.clone(),
@@ -493,7 +509,11 @@ impl Kernel {
         StateMachine::restore_lease_clocks(&state_db, &lessor, config.election_timeout)?;
         StateMachine::restore_alarms(&state_db, &alarms)?;
         let term = Arc::new(AtomicU64::new(raft.metrics().borrow().current_term));
-        tokio::spawn(follow_term(raft.metrics(), Arc::downgrade(&term)));
+        tokio::spawn(follow_metrics(
+            raft.metrics(),
+            Arc::downgrade(&term),
+            sync_in_append,
+        ));
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(run_proposer(raft.clone(), queue));
         let (read_index_waiters, read_index_queue) = mpsc::unbounded_channel();

@@ -7,7 +7,10 @@ use crate::log_store::{LogStore, WAL_DIR, open_log_db};
 use crate::state_machine::{StateMachine, open_state_db};
 use crate::watch::WatchHub;
 
-struct TempStores;
+/// Builds stores in temporary directories; `sync_in_append` chooses how appends sync.
+struct TempStores {
+    sync_in_append: bool,
+}
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for TempStores {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
@@ -19,6 +22,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
         let log = LogStore::new(log_db, &dir.path().join(WAL_DIR))
             .map_err(|e| StorageError::from(openraft::StorageIOError::write(&e)))?;
+        log.sync_in_append()
+            .store(self.sync_in_append, std::sync::atomic::Ordering::Release);
         Ok((
             dir,
             log,
@@ -33,6 +38,17 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
 }
 
 #[test]
-fn openraft_storage_suite() {
-    Suite::test_all(TempStores).unwrap();
+fn openraft_storage_suite_syncing_in_append() {
+    Suite::test_all(TempStores {
+        sync_in_append: true,
+    })
+    .unwrap();
+}
+
+#[test]
+fn openraft_storage_suite_syncing_on_the_flusher_thread() {
+    Suite::test_all(TempStores {
+        sync_in_append: false,
+    })
+    .unwrap();
 }
