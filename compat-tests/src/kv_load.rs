@@ -305,7 +305,7 @@ pub fn print_results(results: &[BackendResult]) {
 
 /// The median of each column of per-round ratios (the lower middle one for an even
 /// count); `None` without rounds.
-fn median_ratios(ratios: &[[f64; 3]]) -> Option<[f64; 3]> {
+pub fn median_ratios(ratios: &[[f64; 3]]) -> Option<[f64; 3]> {
     if ratios.is_empty() {
         return None;
     }

@@ -26,8 +26,10 @@
 //! the servers are killed at the end, on error and on Ctrl-C.
 //!
 //! Usage: `zk_bench [--seconds N] [--sessions N] [--clients N] [--value-size N]
-//! [--backends concord,zookeeper]`. The `concord` binary is found as the compat tests
-//! find it (`CONCORD_BIN`, else `release/concord` beside this binary).
+//! [--backends concord,zookeeper] [--rounds N]`. `--rounds N` runs the backends in turns
+//! N times and gives the median of the per-round ratios (this machine's speed drifts by
+//! tens of percent from one minute to the next). The `concord` binary is found as the
+//! compat tests find it (`CONCORD_BIN`, else `release/concord` beside this binary).
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use concord_compat_tests::bench_flags::{self, count};
 use concord_compat_tests::bench_stats::{Picker, percentile};
+use concord_compat_tests::kv_load;
 use concord_compat_tests::zookeeper::{ZkBackend, ZkServer};
 use tokio::task::JoinSet;
 use zookeeper_client as zk;
@@ -59,6 +62,7 @@ struct LoadShape {
     clients: usize,
     value_size: usize,
     backends: Vec<ZkBackend>,
+    rounds: usize,
 }
 
 impl Default for LoadShape {
@@ -69,6 +73,7 @@ impl Default for LoadShape {
             clients: 64,
             value_size: 256,
             backends: ZkBackend::ALL.to_vec(),
+            rounds: 1,
         }
     }
 }
@@ -82,6 +87,7 @@ impl LoadShape {
                 "--sessions" => shape.sessions = count(&flag, &value)?,
                 "--clients" => shape.clients = count(&flag, &value)?,
                 "--value-size" => shape.value_size = count(&flag, &value)?,
+                "--rounds" => shape.rounds = count(&flag, &value)?,
                 "--backends" => {
                     shape.backends = value
                         .split(',')
@@ -154,12 +160,15 @@ async fn main() -> Result<()> {
 async fn run_all(shape: &LoadShape) -> Result<()> {
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    for &backend in &shape.backends {
-        match run_backend(backend, shape).await {
-            Ok(phases) => results.push((backend, phases)),
-            Err(e) => {
-                eprintln!("zk_bench: {backend} failed: {e:#}");
-                failures.push(backend.name());
+    for round in 1..=shape.rounds {
+        for &backend in &shape.backends {
+            eprintln!("zk_bench: round {round} of {}", shape.rounds);
+            match run_backend(backend, shape).await {
+                Ok(phases) => results.push((backend, phases)),
+                Err(e) => {
+                    eprintln!("zk_bench: {backend} failed: {e:#}");
+                    failures.push(backend.name());
+                }
             }
         }
     }
@@ -401,8 +410,8 @@ fn millis(duration: Duration) -> String {
 
 fn print_report(shape: &LoadShape, results: &[(ZkBackend, Vec<PhaseResult>)]) {
     println!(
-        "load: {} clients over {} sessions, {}-byte values, {}s per phase",
-        shape.clients, shape.sessions, shape.value_size, shape.seconds
+        "load: {} clients over {} sessions, {}-byte values, {}s per phase, {} round(s)",
+        shape.clients, shape.sessions, shape.value_size, shape.seconds, shape.rounds
     );
     println!(
         "{:<10} {:<8} {:>12} {:>12} {:>12} {:>7}",
@@ -421,25 +430,48 @@ fn print_report(shape: &LoadShape, results: &[(ZkBackend, Vec<PhaseResult>)]) {
             );
         }
     }
-    let find = |wanted: ZkBackend| {
+    // Rounds pair up in order; a round a backend failed in leaves it one run short.
+    let of = |wanted: ZkBackend| {
         results
             .iter()
-            .find(|(b, _)| *b == wanted)
+            .filter(move |(b, _)| *b == wanted)
             .map(|(_, phases)| phases)
     };
-    if let (Some(zookeeper), Some(concord)) = (find(ZkBackend::Zookeeper), find(ZkBackend::Concord))
-    {
-        for ((operation, zookeeper), concord) in
-            Operation::ALL.into_iter().zip(zookeeper).zip(concord)
-        {
-            println!(
-                "ratio concord/zookeeper {:<7}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
-                operation.name(),
-                concord.ops_per_second / zookeeper.ops_per_second,
-                concord.p50.as_secs_f64() / zookeeper.p50.as_secs_f64(),
-                concord.p99.as_secs_f64() / zookeeper.p99.as_secs_f64(),
-            );
-        }
+    let pairs: Vec<_> = of(ZkBackend::Zookeeper)
+        .zip(of(ZkBackend::Concord))
+        .collect();
+    for (index, operation) in Operation::ALL.into_iter().enumerate() {
+        let ratios: Vec<[f64; 3]> = pairs
+            .iter()
+            .filter_map(|(zookeeper, concord)| {
+                let (zookeeper, concord) = (zookeeper.get(index)?, concord.get(index)?);
+                Some([
+                    concord.ops_per_second / zookeeper.ops_per_second,
+                    concord.p50.as_secs_f64() / zookeeper.p50.as_secs_f64(),
+                    concord.p99.as_secs_f64() / zookeeper.p99.as_secs_f64(),
+                ])
+            })
+            .collect();
+        let Some(median) = kv_load::median_ratios(&ratios) else {
+            continue;
+        };
+        let rounds = if ratios.len() > 1 {
+            let each: Vec<String> = ratios.iter().map(|r| format!("{:.2}x", r[0])).collect();
+            format!(
+                " (medians of {} rounds; throughput {})",
+                ratios.len(),
+                each.join(" ")
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "ratio concord/zookeeper {:<7}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x{rounds}",
+            operation.name(),
+            median[0],
+            median[1],
+            median[2],
+        );
     }
 }
 
@@ -462,9 +494,12 @@ mod tests {
             "zookeeper",
             "--sessions",
             "2",
+            "--rounds",
+            "3",
         ]
         .map(String::from);
         let shape = LoadShape::from_args(args.into_iter()).unwrap();
+        assert_eq!(shape.rounds, 3);
         assert_eq!(shape.seconds, 3);
         assert_eq!(shape.sessions, 2);
         assert_eq!(shape.backends, vec![ZkBackend::Zookeeper]);
