@@ -7,10 +7,11 @@
 //! the flusher takes every callback that is waiting, fsyncs each segment they wrote once,
 //! and only then tells openraft the entries are persisted. Any other member (alone, or a
 //! follower) syncs in `append` itself and reports at once, saving two thread hand-offs
-//! per entry. Either way nothing is acknowledged before it is on disk. An in-memory index maps each entry
-//! to its record; it is rebuilt at start-up by reading the segments, which stops at the
-//! first record that is torn, damaged or out of sequence and zeroes everything after it
-//! (never acknowledged, since it was not synced before it).
+//! per entry. Either way nothing is acknowledged before it is on disk. An in-memory
+//! index maps each entry to its record; it is rebuilt at start-up by reading the
+//! segments, which stops at the first record that is torn, damaged or out of sequence
+//! and zeroes everything after it (never acknowledged, since it was not synced before
+//! it).
 
 // openraft's storage traits fix `StorageError` (a large type) as the error type.
 #![allow(clippy::result_large_err)]
