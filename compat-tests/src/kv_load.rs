@@ -284,23 +284,28 @@ pub fn print_results(results: &[BackendResult]) {
         let Some(median) = median_ratios(&ratios) else {
             continue;
         };
-        let each: Vec<String> = ratios.iter().map(|r| format!("{:.2}x", r[0])).collect();
         println!(
             "ratio concord/etcd {name:<5}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x{}",
             median[0],
             median[1],
             median[2],
-            if ratios.len() > 1 {
-                format!(
-                    " (medians of {} rounds; throughput {})",
-                    ratios.len(),
-                    each.join(" ")
-                )
-            } else {
-                String::new()
-            }
+            rounds_note(&ratios)
         );
     }
+}
+
+/// What follows a ratio's medians when there were several rounds: their count and each
+/// round's throughput ratio.
+pub fn rounds_note(ratios: &[[f64; 3]]) -> String {
+    if ratios.len() < 2 {
+        return String::new();
+    }
+    let each: Vec<String> = ratios.iter().map(|r| format!("{:.2}x", r[0])).collect();
+    format!(
+        " (medians of {} rounds; throughput {})",
+        ratios.len(),
+        each.join(" ")
+    )
 }
 
 /// The median of each column of per-round ratios (the lower middle one for an even
@@ -348,6 +353,15 @@ mod tests {
         assert_eq!(
             median_ratios(&[[1.0, 2.0, 3.0], [4.0, 1.0, 0.5]]),
             Some([1.0, 1.0, 0.5])
+        );
+    }
+
+    #[test]
+    fn the_rounds_note_lists_each_rounds_throughput_ratio() {
+        assert_eq!(rounds_note(&[[1.5, 0.5, 0.7]]), "");
+        assert_eq!(
+            rounds_note(&[[1.0, 0.9, 0.3], [2.345, 0.1, 0.2]]),
+            " (medians of 2 rounds; throughput 1.00x 2.35x)"
         );
     }
 }

@@ -455,22 +455,13 @@ fn print_report(shape: &LoadShape, results: &[(ZkBackend, Vec<PhaseResult>)]) {
         let Some(median) = kv_load::median_ratios(&ratios) else {
             continue;
         };
-        let rounds = if ratios.len() > 1 {
-            let each: Vec<String> = ratios.iter().map(|r| format!("{:.2}x", r[0])).collect();
-            format!(
-                " (medians of {} rounds; throughput {})",
-                ratios.len(),
-                each.join(" ")
-            )
-        } else {
-            String::new()
-        };
         println!(
-            "ratio concord/zookeeper {:<7}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x{rounds}",
+            "ratio concord/zookeeper {:<7}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x{}",
             operation.name(),
             median[0],
             median[1],
             median[2],
+            kv_load::rounds_note(&ratios),
         );
     }
 }
