@@ -161,8 +161,8 @@ async fn run_all(shape: &LoadShape) -> Result<()> {
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for round in 1..=shape.rounds {
+        eprintln!("zk_bench: round {round} of {}", shape.rounds);
         for &backend in &shape.backends {
-            eprintln!("zk_bench: round {round} of {}", shape.rounds);
             match run_backend(backend, shape).await {
                 Ok(phases) => results.push((backend, phases)),
                 Err(e) => {
