@@ -99,6 +99,17 @@ pub struct PhaseResult {
     pub errors: u64,
 }
 
+impl PhaseResult {
+    /// Throughput, p50 and p99 of this phase relative to `base`'s.
+    pub fn ratios_to(&self, base: &PhaseResult) -> [f64; 3] {
+        [
+            self.ops_per_second / base.ops_per_second,
+            self.p50.as_secs_f64() / base.p50.as_secs_f64(),
+            self.p99.as_secs_f64() / base.p99.as_secs_f64(),
+        ]
+    }
+}
+
 /// One backend's Put and Range phases.
 #[derive(Debug, Clone, Copy)]
 pub struct BackendResult {
@@ -272,14 +283,7 @@ pub fn print_results(results: &[BackendResult]) {
     for (name, phase) in [("Put", Operation::Put), ("Range", Operation::Range)] {
         let ratios: Vec<[f64; 3]> = pairs
             .iter()
-            .map(|(etcd, concord)| {
-                let (etcd, concord) = (etcd.phase(phase), concord.phase(phase));
-                [
-                    concord.ops_per_second / etcd.ops_per_second,
-                    concord.p50.as_secs_f64() / etcd.p50.as_secs_f64(),
-                    concord.p99.as_secs_f64() / etcd.p99.as_secs_f64(),
-                ]
-            })
+            .map(|(etcd, concord)| concord.phase(phase).ratios_to(etcd.phase(phase)))
             .collect();
         let Some(median) = median_ratios(&ratios) else {
             continue;
@@ -353,6 +357,20 @@ mod tests {
         assert_eq!(
             median_ratios(&[[1.0, 2.0, 3.0], [4.0, 1.0, 0.5]]),
             Some([1.0, 1.0, 0.5])
+        );
+    }
+
+    #[test]
+    fn ratios_divide_throughput_and_latencies_by_the_base() {
+        let phase = |ops, p50, p99| PhaseResult {
+            ops_per_second: ops,
+            p50: Duration::from_millis(p50),
+            p99: Duration::from_millis(p99),
+            errors: 0,
+        };
+        assert_eq!(
+            phase(300.0, 1, 6).ratios_to(&phase(200.0, 4, 8)),
+            [1.5, 0.25, 0.75]
         );
     }
 

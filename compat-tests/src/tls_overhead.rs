@@ -86,10 +86,11 @@ pub struct Overhead {
 impl Overhead {
     /// `tls` relative to `plain`.
     pub fn of(tls: &PhaseResult, plain: &PhaseResult) -> Self {
+        let [throughput, p50, p99] = tls.ratios_to(plain);
         Overhead {
-            throughput: tls.ops_per_second / plain.ops_per_second,
-            p50: tls.p50.as_secs_f64() / plain.p50.as_secs_f64(),
-            p99: tls.p99.as_secs_f64() / plain.p99.as_secs_f64(),
+            throughput,
+            p50,
+            p99,
         }
     }
 }

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use concord_compat_tests::bench_flags::{self, count};
 use concord_compat_tests::bench_stats::{Picker, percentile};
-use concord_compat_tests::kv_load;
+use concord_compat_tests::kv_load::{self, PhaseResult};
 use concord_compat_tests::zookeeper::{ZkBackend, ZkServer};
 use tokio::task::JoinSet;
 use zookeeper_client as zk;
@@ -118,15 +118,6 @@ impl Operation {
             Operation::GetData => "getData",
         }
     }
-}
-
-/// What one phase measured.
-#[derive(Debug, Clone, Copy)]
-struct PhaseResult {
-    ops_per_second: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: u64,
 }
 
 fn node_path(client: usize, index: u64) -> String {
@@ -444,12 +435,7 @@ fn print_report(shape: &LoadShape, results: &[(ZkBackend, Vec<PhaseResult>)]) {
         let ratios: Vec<[f64; 3]> = pairs
             .iter()
             .filter_map(|(zookeeper, concord)| {
-                let (zookeeper, concord) = (zookeeper.get(index)?, concord.get(index)?);
-                Some([
-                    concord.ops_per_second / zookeeper.ops_per_second,
-                    concord.p50.as_secs_f64() / zookeeper.p50.as_secs_f64(),
-                    concord.p99.as_secs_f64() / zookeeper.p99.as_secs_f64(),
-                ])
+                Some(concord.get(index)?.ratios_to(zookeeper.get(index)?))
             })
             .collect();
         let Some(median) = kv_load::median_ratios(&ratios) else {
