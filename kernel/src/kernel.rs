@@ -396,6 +396,7 @@ impl Kernel {
         let log_db = open_log_db(&config.data_dir.join(crate::log_store::LOG_DB_DIR))?;
         let state_db = open_state_db(&config.data_dir.join(crate::state_machine::STATE_DB_DIR))?;
         crate::state_machine::check_not_half_installed(&state_db)?;
+        crate::tree::index_expiring_nodes(&state_db)?;
         let hub = WatchHub::new();
         hub.set_applied_revision(ReadView::live(&state_db).revision()?);
         let lessor = Arc::new(Lessor::default());

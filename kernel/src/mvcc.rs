@@ -29,7 +29,9 @@ pub const CF_META: &str = "meta";
 pub const CF_LEASE: &str = "lease";
 pub const CF_LEASE_KEY: &str = "lease_key";
 pub const CF_TREE_META: &str = "tree_meta";
-pub const STATE_COLUMN_FAMILIES: [&str; 7] = [
+/// Path → () for every container and TTL node: what the reaper looks at.
+pub const CF_TREE_EXPIRING: &str = "tree_expiring";
+pub const STATE_COLUMN_FAMILIES: [&str; 8] = [
     CF_KV_LATEST,
     CF_KV_KEYREV,
     CF_KV_HIST,
@@ -37,6 +39,7 @@ pub const STATE_COLUMN_FAMILIES: [&str; 7] = [
     CF_LEASE,
     CF_LEASE_KEY,
     CF_TREE_META,
+    CF_TREE_EXPIRING,
 ];
 
 pub const META_REVISION: &[u8] = b"revision";

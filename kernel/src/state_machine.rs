@@ -856,6 +856,7 @@ fn replace_state(db: &DB, path: &Path, meta: &Meta) -> KernelResult<()> {
     );
     batch.delete_cf(cf_meta, META_INSTALLING);
     db.write_opt(batch, &apply_write_options())?;
+    crate::tree::index_expiring_nodes(db)?;
     flush_state(db)?;
     tracing::info!(snapshot = %meta.snapshot_id, records, "snapshot installed");
     Ok(())

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoding::StoredKv;
 use crate::error::{KernelError, KernelResult};
-use crate::mvcc::{CF_KV_LATEST, CF_TREE_META, Change, ReadView, cf};
+use crate::mvcc::{CF_KV_LATEST, CF_META, CF_TREE_EXPIRING, CF_TREE_META, Change, ReadView, cf};
 use crate::types::{
     Acl, ReapableNode, Revision, TreeError, TreeNode, TreeOp, TreeOpResult, V2Delete, V2Node,
     V2Subtree, V2Write, ZnodeKind, ZnodeStat,
@@ -803,13 +803,18 @@ pub(crate) fn stage_meta(
         }
     }
     let tree_meta = cf(db, CF_TREE_META)?;
+    let expiring = cf(db, CF_TREE_EXPIRING)?;
     let mut staged = Vec::with_capacity(deleted.len() + metas.len());
     for key in &deleted {
         batch.delete_cf(tree_meta, key);
+        batch.delete_cf(expiring, key);
     }
     for (key, meta) in metas {
         if !deleted.contains(&key) {
             batch.put_cf(tree_meta, &key, meta.encode()?);
+            if meta.kind.expires() {
+                batch.put_cf(expiring, &key, []);
+            }
             staged.push((key, Some(meta)));
         }
     }
@@ -914,10 +919,16 @@ pub(crate) fn reapable(
     now_ms: i64,
 ) -> KernelResult<Vec<ReapableNode>> {
     let mut due = Vec::new();
-    let iter = db.iterator_cf_opt(cf(db, CF_TREE_META)?, view.options(), IteratorMode::Start);
+    let iter = db.iterator_cf_opt(
+        cf(db, CF_TREE_EXPIRING)?,
+        view.options(),
+        IteratorMode::Start,
+    );
     for item in iter {
-        let (path, raw) = item?;
-        let meta = TreeMeta::decode(&raw)?;
+        let (path, _) = item?;
+        let Some(meta) = read_meta(view, &path)? else {
+            continue;
+        };
         let expired = match meta.kind {
             ZnodeKind::Persistent | ZnodeKind::Directory => false,
             ZnodeKind::Container => meta.cversion > 0,
@@ -934,6 +945,34 @@ pub(crate) fn reapable(
         }
     }
     Ok(due)
+}
+
+/// Marks in `meta` that `tree_expiring` lists every container and TTL node.
+const META_EXPIRING_INDEXED: &[u8] = b"tree_expiring_indexed";
+
+/// Fills `tree_expiring` from `tree_meta` once, for a state written before that index
+/// existed (a data dir, backup or snapshot of an earlier version); a no-op after.
+pub(crate) fn index_expiring_nodes(db: &DB) -> KernelResult<()> {
+    let cf_meta = cf(db, CF_META)?;
+    if db.get_cf(cf_meta, META_EXPIRING_INDEXED)?.is_some() {
+        return Ok(());
+    }
+    let expiring = cf(db, CF_TREE_EXPIRING)?;
+    let mut batch = WriteBatch::default();
+    for item in db.iterator_cf(cf(db, CF_TREE_META)?, IteratorMode::Start) {
+        let (path, raw) = item?;
+        if TreeMeta::decode(&raw)?.kind.expires() {
+            batch.put_cf(expiring, path, []);
+        }
+    }
+    let listed = batch.len();
+    batch.put_cf(cf_meta, META_EXPIRING_INDEXED, []);
+    db.write(batch)?;
+    tracing::info!(
+        nodes = listed,
+        "listed the container and TTL nodes for the reaper"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -954,5 +993,36 @@ mod tests {
         }
         assert_eq!(descendants(b"/"), (b"/".to_vec(), b"0".to_vec()));
         assert_eq!(descendants(b"/a"), (b"/a/".to_vec(), b"/a0".to_vec()));
+    }
+
+    #[test]
+    fn a_state_without_the_expiring_index_gets_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::state_machine::open_state_db(dir.path()).unwrap();
+        let meta_of = |kind| TreeMeta {
+            kind,
+            ..TreeMeta::default()
+        };
+        let tree_meta = cf(&db, CF_TREE_META).unwrap();
+        for (path, kind) in [
+            ("/box", ZnodeKind::Container),
+            ("/plain", ZnodeKind::Persistent),
+            ("/ttl", ZnodeKind::Ttl(5)),
+        ] {
+            let raw = meta_of(kind).encode().unwrap();
+            db.put_cf(tree_meta, path, raw).unwrap();
+        }
+        let listed = |db: &DB| {
+            db.iterator_cf(cf(db, CF_TREE_EXPIRING).unwrap(), IteratorMode::Start)
+                .map(|item| item.unwrap().0.to_vec())
+                .collect::<Vec<_>>()
+        };
+        index_expiring_nodes(&db).unwrap();
+        assert_eq!(listed(&db), vec![b"/box".to_vec(), b"/ttl".to_vec()]);
+        // Once marked it scans no more: from then on `stage_meta` keeps the index.
+        db.delete_cf(cf(&db, CF_TREE_EXPIRING).unwrap(), "/box")
+            .unwrap();
+        index_expiring_nodes(&db).unwrap();
+        assert_eq!(listed(&db), vec![b"/ttl".to_vec()]);
     }
 }

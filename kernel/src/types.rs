@@ -333,6 +333,13 @@ pub enum ZnodeKind {
     Directory,
 }
 
+impl ZnodeKind {
+    /// Whether the server removes nodes of this kind by itself (containers, TTL nodes).
+    pub fn expires(self) -> bool {
+        matches!(self, ZnodeKind::Container | ZnodeKind::Ttl(_))
+    }
+}
+
 /// ZooKeeper's Stat of a tree node; zxids are kernel revisions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZnodeStat {

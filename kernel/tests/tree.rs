@@ -397,6 +397,17 @@ async fn empty_containers_and_stale_ttl_nodes_are_reapable() {
     let due = kernel.tree_reapable().unwrap();
     assert_eq!(paths(due.clone()), vec!["/box", "/ttl"]);
     assert!(due.iter().all(|n| n.version == 0));
+    // Removed nodes leave the reaper's list; what it lists survives a restart.
+    let delete_box = TreeOp::Delete {
+        path: "/box".into(),
+        version: 0,
+    };
+    one(&kernel, delete_box).await.unwrap();
+    assert_eq!(paths(kernel.tree_reapable().unwrap()), vec!["/ttl"]);
+    kernel.shutdown().await;
+    drop(kernel);
+    let kernel = open(dir.path()).await;
+    assert_eq!(paths(kernel.tree_reapable().unwrap()), vec!["/ttl"]);
     kernel.shutdown().await;
 }
 
