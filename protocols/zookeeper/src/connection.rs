@@ -69,8 +69,9 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 ///
 /// A client that leaves Nagle's algorithm on (the `zookeeper-client` crate, kazoo) holds
 /// its next small requests back until its last segment is acknowledged, and Linux delays
-/// that ACK to carry it on the reply, which for a write comes a Raft round later. So the
-/// reader asks for a quick ACK after every read (`TCP_QUICKACK` is not sticky).
+/// that ACK to carry it on the reply, which for a write comes a Raft round later. So
+/// when what it read waits for a write, the reader asks for a quick ACK (`TCP_QUICKACK`
+/// is not sticky, so each time).
 pub trait RequestReader: AsyncRead + Unpin + Send + 'static {
     fn acknowledge_now(&self);
 }
@@ -422,6 +423,13 @@ impl Toucher {
     }
 }
 
+/// Whether bytes just read need an ACK now rather than on their replies: a write is
+/// waiting for its reply (what was read is a write or queued behind one), or part of a
+/// request is still to come.
+fn acknowledge_now(writes_unanswered: usize, partial_request: &[u8]) -> bool {
+    writes_unanswered > 0 || !partial_request.is_empty()
+}
+
 async fn read_requests(
     shared: Arc<Shared>,
     session: Arc<SessionState>,
@@ -436,15 +444,24 @@ async fn read_requests(
     };
     // Done when the last read before now has been answered.
     let mut read_barrier: Option<oneshot::Receiver<()>> = None;
+    // Bytes were read and not acknowledged yet.
+    let mut ack_owed = false;
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
         let body = match frames.next_frame() {
             Ok(Some(body)) => body,
             Ok(None) => {
+                // Every whole request read has been handed on. Their replies carry the
+                // ACK unless one waits for a write (a write, or a read behind one), or
+                // the client has more of a request to send: then acknowledge now.
+                let writes = info.writes_unanswered.load(Ordering::Acquire);
+                if std::mem::take(&mut ack_owed) && acknowledge_now(writes, frames.buffered()) {
+                    reader.acknowledge_now();
+                }
                 match tokio::time::timeout(session.timeout, reader.read(&mut chunk)).await {
                     Ok(Ok(0)) => break,
                     Ok(Ok(n)) => {
-                        reader.acknowledge_now();
+                        ack_owed = true;
                         frames.extend(&chunk[..n]);
                         continue;
                     }
@@ -528,13 +545,16 @@ async fn read_requests(
                     }
                     match planned {
                         Planned::Write(tree_ops, shape) => match ops::submit(kernel, tree_ops) {
-                            Ok(pending) => Job::Write {
-                                xid: header.xid,
-                                shape,
-                                op_count: ops::op_count(&request),
-                                pending,
-                                received,
-                            },
+                            Ok(pending) => {
+                                info.writes_unanswered.fetch_add(1, Ordering::AcqRel);
+                                Job::Write {
+                                    xid: header.xid,
+                                    shape,
+                                    op_count: ops::op_count(&request),
+                                    pending,
+                                    received,
+                                }
+                            }
                             Err(e) => Job::Reply(Reply::error(header.xid, current(), e)),
                         },
                         Planned::Failed(e) => Job::Reply(Reply::error(header.xid, current(), e)),
@@ -694,7 +714,9 @@ impl<W: AsyncWrite + Unpin> Responder<W> {
                 let outcome = flushed_before_waiting(&mut self.out, pending).await;
                 let reply = ops::write_reply(xid, shape, op_count, outcome, self.current());
                 self.shared.counters.record_latency(received.elapsed());
-                self.send(reply).await
+                let sent = self.send(reply).await;
+                self.info.writes_unanswered.fetch_sub(1, Ordering::AcqRel);
+                sent
             }
             Job::Read {
                 xid,
@@ -731,7 +753,14 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
-    /// After every read the socket is back in quick-ACK mode, even when TCP had switched
+    #[test]
+    fn reads_answered_at_once_carry_their_ack_on_the_reply() {
+        assert!(!acknowledge_now(0, &[]));
+        assert!(acknowledge_now(1, &[]), "a write waits a Raft round");
+        assert!(acknowledge_now(0, &[0, 0]), "the client has more to send");
+    }
+
+    /// `acknowledge_now` puts the socket back in quick-ACK mode, even when TCP had switched
     /// to delayed ACKs (as it does once a connection looks like request and reply).
     #[tokio::test]
     async fn the_reader_asks_for_an_immediate_ack() {

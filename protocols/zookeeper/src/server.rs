@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,9 @@ pub struct ConnectionInfo {
     pub timeout_ms: AtomicU64,
     pub received: AtomicU64,
     pub sent: AtomicU64,
+    /// Writes read but not answered yet: while any is, the reader acknowledges what it
+    /// reads at once (see `connection::read_requests`).
+    pub writes_unanswered: AtomicUsize,
     /// Tells the connection to close (its session moved to another connection, or the
     /// adapter stops).
     pub close: Notify,
@@ -143,6 +146,7 @@ impl Shared {
             timeout_ms: AtomicU64::new(0),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            writes_unanswered: AtomicUsize::new(0),
             close: Notify::new(),
         });
         lock(&self.connections).insert(id, info.clone());
