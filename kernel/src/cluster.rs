@@ -509,7 +509,9 @@ impl Kernel {
     /// membership (MemberRemove), as etcd's removed members stop; never for a member
     /// still waiting to be added.
     pub async fn removed_from_cluster(&self) {
-        let mut metrics = self.inner.raft.metrics();
+        // Server metrics change with membership, not with every entry applied: the
+        // binary awaits this on its main thread, which each change would wake.
+        let mut metrics = self.inner.raft.server_metrics();
         let mut was_member = false;
         loop {
             let member = metrics

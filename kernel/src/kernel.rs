@@ -331,8 +331,14 @@ fn initial_membership(config: &KernelConfig, own_id: u64) -> BTreeMap<u64, Membe
 /// log store sync on its flusher thread exactly while this member leads others (its
 /// fsync then overlaps their replication; anywhere else syncing inline saves two thread
 /// hand-offs per entry).
+///
+/// It follows openraft's server metrics (vote, role, leader, membership), which change
+/// only with those; the full metrics change with every log index applied, and waking
+/// for each cost a task wake-up per Raft loop turn.
 async fn follow_metrics(
-    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, MemberNode>>,
+    mut metrics: tokio::sync::watch::Receiver<
+        openraft::metrics::RaftServerMetrics<u64, MemberNode>,
+    >,
     term: Weak<AtomicU64>,
     sync_in_append: Arc<AtomicBool>,
 ) {
@@ -342,7 +348,7 @@ async fn follow_metrics(
         };
         {
             let metrics = metrics.borrow_and_update();
-            term.store(metrics.current_term, Ordering::Relaxed);
+            term.store(metrics.vote.leader_id().get_term(), Ordering::Relaxed);
             let leads_others = metrics.state == openraft::ServerState::Leader
                 && metrics.membership_config.nodes().count() > 1;
             sync_in_append.store(!leads_others, Ordering::Release);
@@ -501,7 +507,7 @@ impl Kernel {
         StateMachine::restore_alarms(&state_db, &alarms)?;
         let term = Arc::new(AtomicU64::new(raft.metrics().borrow().current_term));
         tokio::spawn(follow_metrics(
-            raft.metrics(),
+            raft.server_metrics(),
             Arc::downgrade(&term),
             sync_in_append,
         ));
