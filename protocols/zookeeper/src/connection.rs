@@ -426,7 +426,7 @@ impl Toucher {
 /// Whether bytes just read need an ACK now rather than on their replies: a write is
 /// waiting for its reply (what was read is a write or queued behind one), or part of a
 /// request is still to come.
-fn acknowledge_now(writes_unanswered: usize, partial_request: &[u8]) -> bool {
+fn needs_quick_ack(writes_unanswered: usize, partial_request: &[u8]) -> bool {
     writes_unanswered > 0 || !partial_request.is_empty()
 }
 
@@ -455,7 +455,7 @@ async fn read_requests(
                 // ACK unless one waits for a write (a write, or a read behind one), or
                 // the client has more of a request to send: then acknowledge now.
                 let writes = info.writes_unanswered.load(Ordering::Acquire);
-                if std::mem::take(&mut ack_owed) && acknowledge_now(writes, frames.buffered()) {
+                if std::mem::take(&mut ack_owed) && needs_quick_ack(writes, frames.buffered()) {
                     reader.acknowledge_now();
                 }
                 match tokio::time::timeout(session.timeout, reader.read(&mut chunk)).await {
@@ -755,9 +755,9 @@ mod tests {
 
     #[test]
     fn reads_answered_at_once_carry_their_ack_on_the_reply() {
-        assert!(!acknowledge_now(0, &[]));
-        assert!(acknowledge_now(1, &[]), "a write waits a Raft round");
-        assert!(acknowledge_now(0, &[0, 0]), "the client has more to send");
+        assert!(!needs_quick_ack(0, &[]));
+        assert!(needs_quick_ack(1, &[]), "a write waits a Raft round");
+        assert!(needs_quick_ack(0, &[0, 0]), "the client has more to send");
     }
 
     /// `acknowledge_now` puts the socket back in quick-ACK mode, even when TCP had switched
