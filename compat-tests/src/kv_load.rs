@@ -1,8 +1,9 @@
 //! The etcd v3 Put and Range load that `bench` (one server per backend) and
 //! `cluster_bench` (a cluster per backend) both run, and their result table.
 //!
-//! A phase runs `clients` concurrent tasks over the given gRPC connections (client `i`
-//! uses connection `i % connections`), each issuing requests back to back on keys drawn
+//! A phase runs `clients` concurrent tasks over the given gRPC connections ([`KvConnection`],
+//! a lean client that sends each request in one TCP write; client `i` uses connection
+//! `i % connections`), each issuing requests back to back on keys drawn
 //! from a set of `keys`, with values of `value-size` bytes, for `seconds`. Range requests
 //! are linearizable single-key gets (etcdctl's default). A phase prints progress once a
 //! second, then one summary line. [`print_results`] prints the table (ops/s, p50, p99,
@@ -11,12 +12,16 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use etcd_client::KvClient;
 use tokio::task::JoinSet;
 
 use crate::bench_flags::{backends, count};
 use crate::bench_stats::{Picker, percentile};
+use crate::grpc_kv::KvConnection;
 use crate::server::Backend;
+
+/// How long one request may take before it counts as an error (so that a phase ends
+/// even when a server stops answering).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The load's shape; defaults are the issue's: 64 clients over 8 connections, 256-byte
 /// values, 1000 keys, 10 s per phase, both backends.
@@ -134,11 +139,11 @@ pub fn key_name(index: usize) -> String {
 }
 
 /// Makes sure every key exists, so each Range phase request finds one key.
-pub async fn fill_all_keys(kv: &KvClient, shape: &LoadShape) -> Result<()> {
+pub async fn fill_all_keys(kv: &KvConnection, shape: &LoadShape) -> Result<()> {
     let value = vec![b'v'; shape.value_size];
     let mut kv = kv.clone();
     for index in 0..shape.keys {
-        kv.put(key_name(index), value.clone(), None)
+        kv.put(key_name(index).as_bytes(), &value)
             .await
             .context("filling keys")?;
     }
@@ -150,7 +155,7 @@ pub async fn run_put_and_range(
     label: &str,
     backend: Backend,
     shape: &LoadShape,
-    connections: &[KvClient],
+    connections: &[KvConnection],
 ) -> Result<BackendResult> {
     let put = run_phase(label, Operation::Put, shape, connections).await?;
     let first = connections
@@ -171,7 +176,7 @@ pub async fn run_phase(
     label: &str,
     operation: Operation,
     shape: &LoadShape,
-    connections: &[KvClient],
+    connections: &[KvConnection],
 ) -> Result<PhaseResult> {
     if connections.is_empty() {
         bail!("{label} {}: no connection", operation.name());
@@ -191,13 +196,15 @@ pub async fn run_phase(
             while Instant::now() < deadline {
                 let key = key_name(picker.next(keys));
                 let sent = Instant::now();
-                let outcome = match operation {
-                    Operation::Put => kv.put(key, value.clone(), None).await.map(drop),
-                    Operation::Range => kv.get(key, None).await.map(drop),
+                let call = async {
+                    match operation {
+                        Operation::Put => kv.put(key.as_bytes(), &value).await,
+                        Operation::Range => kv.get(key.as_bytes()).await,
+                    }
                 };
-                match outcome {
-                    Ok(()) => latencies.push(sent.elapsed()),
-                    Err(_) => errors += 1,
+                match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                    Ok(Ok(())) => latencies.push(sent.elapsed()),
+                    Ok(Err(_)) | Err(_) => errors += 1,
                 }
             }
             (latencies, errors)

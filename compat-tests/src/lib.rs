@@ -29,7 +29,8 @@
 //! * [`zookeeper`]: real ZooKeeper 3.8 or Concord's ZooKeeper adapter as a
 //!   [`zookeeper::ZkServer`], and the ZooKeeper differential runs;
 //! * [`bench_flags`] and [`bench_stats`]: the benchmark tools' flags, key picker and
-//!   percentiles; [`kv_load`]: the Put/Range load `bench` and `cluster_bench` share;
+//!   percentiles; [`kv_load`]: the Put/Range load `bench` and `cluster_bench` share,
+//!   sent with [`grpc_kv`], a lean gRPC client (one TCP write per request);
 //!   [`tls_overhead`]: the plain/TLS comparison `bench --tls` prints;
 //! * [`history`] and [`linearizability`]: a thread-safe recorder of what concurrent
 //!   clients did and got back, and a Wing–Gong–Lowe linearizability checker (per-key
@@ -53,6 +54,7 @@ pub mod cluster;
 pub mod diff;
 pub mod etcdctl;
 pub mod fixture;
+pub mod grpc_kv;
 pub mod history;
 pub mod kv_load;
 pub mod linearizability;

@@ -392,6 +392,11 @@ impl Server {
         connect_maybe_tls(&self.endpoint(), self.tls.as_ref()).await
     }
 
+    /// The TLS settings of the client port, if it has TLS.
+    pub fn client_port_tls(&self) -> Option<&ClientPortTls> {
+        self.tls.as_ref()
+    }
+
     /// The last lines of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();

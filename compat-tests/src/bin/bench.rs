@@ -31,11 +31,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use concord_compat_tests::grpc_kv::KvConnection;
 use concord_compat_tests::kv_load::{self, LoadShape, Operation};
 use concord_compat_tests::tls::make_certificates;
 use concord_compat_tests::tls_overhead::{self, TlsRun, Transport};
 use concord_compat_tests::{Backend, Server, bench_flags};
-use etcd_client::KvClient;
 
 /// The command line: the load's shape (defaults are the issue's: 64 clients over 8
 /// connections, 256-byte values, 1000 keys) and the TLS modes (none: the Put and Range
@@ -143,10 +143,11 @@ async fn run_put(
     Ok(put)
 }
 
-async fn connect_all(server: &Server, count: usize) -> Result<Vec<KvClient>> {
+async fn connect_all(server: &Server, count: usize) -> Result<Vec<KvConnection>> {
     let mut connections = Vec::with_capacity(count);
     for _ in 0..count {
-        connections.push(server.client().await?.kv_client());
+        connections
+            .push(KvConnection::connect(&server.endpoint(), server.client_port_tls()).await?);
     }
     Ok(connections)
 }

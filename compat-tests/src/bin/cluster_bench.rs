@@ -20,10 +20,10 @@
 //! beside this binary).
 
 use anyhow::{Result, bail};
+use concord_compat_tests::Cluster;
 use concord_compat_tests::bench_flags::{self, count};
+use concord_compat_tests::grpc_kv::KvConnection;
 use concord_compat_tests::kv_load::{self, LoadShape};
-use concord_compat_tests::{Cluster, connect};
-use etcd_client::KvClient;
 
 /// The load's shape and the cluster size.
 #[derive(Debug, Clone)]
@@ -75,14 +75,14 @@ async fn main() -> Result<()> {
 }
 
 /// `count` connections, connection `c` to the `c % members`-th member's endpoint.
-async fn connect_spread(cluster: &Cluster, count: usize) -> Result<Vec<KvClient>> {
+async fn connect_spread(cluster: &Cluster, count: usize) -> Result<Vec<KvConnection>> {
     let endpoints = cluster.endpoints();
     if endpoints.is_empty() {
         bail!("the cluster has no member");
     }
     let mut connections = Vec::with_capacity(count);
     for c in 0..count {
-        connections.push(connect(&endpoints[c % endpoints.len()]).await?.kv_client());
+        connections.push(KvConnection::connect(&endpoints[c % endpoints.len()], None).await?);
     }
     Ok(connections)
 }
