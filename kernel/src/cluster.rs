@@ -532,39 +532,52 @@ impl Kernel {
 
     /// Tells the group this member's name and client URLs once a leader is known (a
     /// member added by MemberAdd has neither until it runs), retrying until it holds.
-    pub(crate) async fn publish_attributes(self: Kernel) {
+    /// Holds the kernel only while it tries, not while it waits between tries, so that a
+    /// kernel shut down meanwhile closes its databases when its last handle goes.
+    pub(crate) async fn publish_attributes(kernel: Weak<Inner>) {
         let mut delay = Duration::from_millis(200);
         for _ in 0..100 {
-            let listed = self
-                .inner
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .get_node(&self.member_id())
-                .cloned();
-            if listed.as_ref().is_some_and(|node| {
-                node.name == self.name() && node.client_urls == self.inner.config.client_urls
-            }) {
+            let Some(inner) = kernel.upgrade() else {
                 return;
-            }
-            if listed.is_some() {
-                let change = MembershipChange::Publish {
-                    id: self.member_id(),
-                    name: self.name().to_string(),
-                    client_urls: self.inner.config.client_urls.clone(),
-                };
-                match self.change_membership(change).await {
-                    Ok(_) => return,
-                    Err(KernelError::Shutdown) => return,
-                    Err(e) => tracing::debug!("cannot publish member attributes yet: {e}"),
-                }
+            };
+            let published = Kernel { inner }.try_publish_attributes().await;
+            if published {
+                return;
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
         tracing::warn!("gave up publishing this member's name and client URLs");
+    }
+
+    /// One try of [`Kernel::publish_attributes`]: whether there is nothing left to do.
+    async fn try_publish_attributes(&self) -> bool {
+        let listed = self
+            .inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&self.member_id())
+            .cloned();
+        if listed.as_ref().is_some_and(|node| {
+            node.name == self.name() && node.client_urls == self.inner.config.client_urls
+        }) {
+            return true;
+        }
+        if listed.is_some() {
+            let change = MembershipChange::Publish {
+                id: self.member_id(),
+                name: self.name().to_string(),
+                client_urls: self.inner.config.client_urls.clone(),
+            };
+            match self.change_membership(change).await {
+                Ok(_) | Err(KernelError::Shutdown) => return true,
+                Err(e) => tracing::debug!("cannot publish member attributes yet: {e}"),
+            }
+        }
+        false
     }
 }
 

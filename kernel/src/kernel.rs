@@ -191,6 +191,47 @@ pub(crate) struct Inner {
     peer_server: Option<tokio::task::JoinHandle<()>>,
     /// Reads waiting for a shared read-index round ([`crate::read_index`]).
     pub(crate) read_index_waiters: mpsc::UnboundedSender<ReadIndexWaiter>,
+    /// Where the Raft core, the state machine worker and the proposer run when this
+    /// member started alone (else on the caller's runtime); stopped with the last handle.
+    _consensus: Option<ConsensusThread>,
+}
+
+/// A thread with a single-threaded tokio runtime of its own, for the Raft core, the
+/// state machine worker and the proposer of a member that starts alone in its group.
+/// Their work is the serial path of every write round (proposal, log append and fsync,
+/// apply, outcome); on the shared runtime each hop between them waited behind the client
+/// connections' tasks (see ARCHITECTURE.md, Batched proposals). With peers, replication
+/// and read-index rounds need more than one thread, so the shared runtime is used.
+struct ConsensusThread {
+    handle: tokio::runtime::Handle,
+    /// Dropping it ends the thread's runtime.
+    _stop: oneshot::Sender<()>,
+}
+
+impl ConsensusThread {
+    fn start() -> KernelResult<ConsensusThread> {
+        let failed = |e: std::io::Error| {
+            KernelError::Storage(format!("cannot start the consensus thread: {e}"))
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("consensus".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(failed)?;
+        Ok(ConsensusThread {
+            handle,
+            _stop: stop,
+        })
+    }
 }
 
 impl Inner {
@@ -434,7 +475,19 @@ impl Kernel {
             &config.data_dir.join(crate::log_store::WAL_DIR),
         )?;
         let sync_in_append = log_store.sync_in_append();
-        let raft = Raft::new(
+        let initial = initial_membership(&config, identity.member_id);
+        let alone = initial.len() == 1 && !config.join_existing;
+        // A restarted member goes by the membership it applied last, not the config's.
+        let started_alone = match crate::state_machine::applied_member_count(&state_db)? {
+            0 => alone,
+            members => members == 1,
+        };
+        let consensus = if started_alone {
+            Some(ConsensusThread::start()?)
+        } else {
+            None
+        };
+        let start_raft = Raft::new(
             identity.member_id,
             Arc::new(raft_config),
             network.clone(),
@@ -445,9 +498,15 @@ impl Kernel {
                 lessor.clone(),
                 alarms.clone(),
             ),
-        )
-        .await
-        .map_err(|e| KernelError::Storage(format!("cannot start raft: {e}")))?;
+        );
+        let started =
+            match &consensus {
+                Some(thread) => thread.handle.spawn(start_raft).await.map_err(|e| {
+                    KernelError::Storage(format!("the consensus thread stopped: {e}"))
+                })?,
+                None => start_raft.await,
+            };
+        let raft = started.map_err(|e| KernelError::Storage(format!("cannot start raft: {e}")))?;
         let peer_state = Arc::new(PeerState::default());
         let _ = peer_state.raft.set(raft.clone());
         let peer_acceptor = config
@@ -456,8 +515,6 @@ impl Kernel {
             .map(|tls| tokio_rustls::TlsAcceptor::from(tls.server.clone()));
         let peer_server = peer_listener
             .map(|l| tokio::spawn(crate::peer::serve(l, peer_state.clone(), peer_acceptor)));
-        let initial = initial_membership(&config, identity.member_id);
-        let alone = initial.len() == 1 && !config.join_existing;
         if !raft
             .is_initialized()
             .await
@@ -512,7 +569,11 @@ impl Kernel {
             sync_in_append,
         ));
         let (proposals, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run_proposer(raft.clone(), queue));
+        let proposer = run_proposer(raft.clone(), queue);
+        match &consensus {
+            Some(thread) => drop(thread.handle.spawn(proposer)),
+            None => drop(tokio::spawn(proposer)),
+        }
         let (read_index_waiters, read_index_queue) = mpsc::unbounded_channel();
         let kernel = Kernel {
             inner: Arc::new(Inner {
@@ -530,6 +591,7 @@ impl Kernel {
                 network,
                 peer_server,
                 read_index_waiters,
+                _consensus: consensus,
             }),
         };
         let _ = peer_state.kernel.set(Arc::downgrade(&kernel.inner));
@@ -538,7 +600,7 @@ impl Kernel {
             Arc::downgrade(&kernel.inner),
             read_index_queue,
         ));
-        tokio::spawn(kernel.clone().publish_attributes());
+        tokio::spawn(Kernel::publish_attributes(Arc::downgrade(&kernel.inner)));
         Ok(kernel)
     }
 

@@ -683,6 +683,16 @@ fn stored_alarms(db: &DB) -> KernelResult<Vec<Alarm>> {
     }
 }
 
+/// How many members (voters and learners) the applied membership of the state in `db`
+/// lists; 0 for a state that has applied none yet.
+pub(crate) fn applied_member_count(db: &DB) -> KernelResult<usize> {
+    let membership: Membership =
+        StateMachine::read_meta(db, ReadOptions::default(), META_MEMBERSHIP)
+            .map_err(|e| KernelError::Storage(e.to_string()))?
+            .unwrap_or_default();
+    Ok(membership.membership().nodes().count())
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
