@@ -24,9 +24,9 @@ use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use tokio_rustls::rustls::pki_types::ServerName;
 
-use crate::tls::ClientPortTls;
+use crate::tls::{ClientPortTls, rustls_client_config};
 
 const PUT_PATH: &str = "/etcdserverpb.KV/Put";
 const RANGE_PATH: &str = "/etcdserverpb.KV/Range";
@@ -51,7 +51,9 @@ impl KvConnection {
         let (sender, scheme) = match tls {
             None => (handshake(tcp).await?, "http"),
             Some(tls) => {
-                let connector = TlsConnector::from(Arc::new(client_config(tls)?));
+                let client = tls.mutual.then_some(tls.dir.as_path());
+                let config = rustls_client_config(&[&tls.dir], client, &[b"h2"])?;
+                let connector = TlsConnector::from(Arc::new(config));
                 let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
                 let name = ServerName::try_from(host.to_string())
                     .with_context(|| format!("bad host in {endpoint}"))?;
@@ -154,32 +156,6 @@ where
         let _ = connection.await;
     });
     Ok(sender)
-}
-
-/// rustls settings for the test certificates in `tls.dir`, offering HTTP/2 by ALPN.
-fn client_config(tls: &ClientPortTls) -> Result<tokio_rustls::rustls::ClientConfig> {
-    let pem = |name: &str| tls.dir.join(name);
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(pem("ca.pem")).context("reading ca.pem")? {
-        roots.add(cert.context("parsing ca.pem")?)?;
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let builder = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let mut config = if tls.mutual {
-        let certs = CertificateDer::pem_file_iter(pem("client.pem"))
-            .context("reading client.pem")?
-            .collect::<Result<Vec<_>, _>>()
-            .context("parsing client.pem")?;
-        let key = PrivateKeyDer::from_pem_file(pem("client-key.pem"))
-            .context("reading client-key.pem")?;
-        builder.with_client_auth_cert(certs, key)?
-    } else {
-        builder.with_no_client_auth()
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
 }
 
 /// Fails with the server's `grpc-status` and `grpc-message` unless the status is 0.

@@ -2,17 +2,55 @@
 //! certificate for 127.0.0.1 and a client certificate), a Concord process started
 //! with TLS profiles from the environment, its output in a log file, killed on drop, and
 //! [`ClientPortTls`]: TLS on either backend's etcd client port for a [`crate::Server`]
-//! (the server's flags or environment, and the etcd-client options to connect).
+//! (the server's flags or environment, and the etcd-client options to connect), and
+//! [`rustls_client_config`] for the tests' own TLS clients.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use etcd_client::{Certificate, Identity, TlsOptions};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::server::concord_command;
+
+/// A rustls client configuration (ring provider) trusting the `ca.pem` of each of
+/// `cas`, presenting the `client.pem` and `client-key.pem` of `client` when given, and
+/// offering `alpn` (nothing when empty).
+pub fn rustls_client_config(
+    cas: &[&Path],
+    client: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig> {
+    let read = |dir: &Path, name: &str| {
+        let path = dir.join(name);
+        CertificateDer::from_pem_file(&path)
+            .with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(read(ca, "ca.pem")?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(dir) => {
+            let key = dir.join("client-key.pem");
+            let key = PrivateKeyDer::from_pem_file(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?;
+            builder.with_client_auth_cert(vec![read(dir, "client.pem")?], key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
 
 /// The `etcdctl` (`--name=file`) and kazoo files of a mutual-TLS client.
 pub const MUTUAL: [&str; 3] = ["cacert=ca.pem", "cert=client.pem", "key=client-key.pem"];

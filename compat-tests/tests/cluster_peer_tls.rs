@@ -17,11 +17,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use concord_compat_tests::check::pairs;
 use concord_compat_tests::server::concord_command;
+use concord_compat_tests::tls::rustls_client_config;
 use concord_compat_tests::{Backend, Cluster, for_each_backend};
 use etcd_client::GetOptions;
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -62,13 +61,7 @@ async fn strangers_are_refused(certs: &Path, peer_url: &str) -> Result<()> {
     let addr = peer_url
         .strip_prefix("https://")
         .with_context(|| format!("peer URL {peer_url} is not https"))?;
-    let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(certs.join("ca.pem"))?)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls_client_config(&[certs], None, &[])?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("127.0.0.1")?;

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use concord_compat_tests::tls::{Concord, make_certificates, profile_env};
+use concord_compat_tests::tls::{Concord, make_certificates, profile_env, rustls_client_config};
 use concord_compat_tests::{concord_skipped, free_port};
-use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -24,19 +23,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client trusting the CAs of `cas`, presenting the client certificate of `client`.
 fn connector(cas: &[&Path], client: &Path) -> Result<TlsConnector> {
-    let mut roots = RootCertStore::empty();
-    for ca in cas {
-        roots.add(CertificateDer::from_pem_file(ca.join("ca.pem"))?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_file(client.join("client.pem"))?],
-            PrivateKeyDer::from_pem_file(client.join("client-key.pem"))?,
-        )?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut config = rustls_client_config(cas, Some(client), &[b"http/1.1"])?;
     // A resumed session shows the certificate of the handshake it resumes: every
     // connection here makes a full handshake.
     config.resumption = rustls::client::Resumption::disabled();
