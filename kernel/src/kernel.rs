@@ -202,10 +202,15 @@ pub(crate) struct Inner {
 /// apply, outcome); on the shared runtime each hop between them waited behind the client
 /// connections' tasks (see ARCHITECTURE.md, Batched proposals). With peers, replication
 /// and read-index rounds need more than one thread, so the shared runtime is used.
+///
+/// Dropping it stops the runtime (its tasks are dropped, so they let go of the
+/// databases) and waits for the thread: the process must not exit while that thread
+/// still uses RocksDB (it crashed in RocksDB's teardown when an adapter failed to start).
 struct ConsensusThread {
     handle: tokio::runtime::Handle,
     /// Dropping it ends the thread's runtime.
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ConsensusThread {
@@ -219,18 +224,34 @@ impl ConsensusThread {
             .map_err(failed)?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("consensus".into())
             .spawn(move || {
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
+                // Blocking tasks (a snapshot being built) get this long to finish.
+                runtime.shutdown_timeout(SHUTDOWN_RELEASE_TIMEOUT);
             })
             .map_err(failed)?;
         Ok(ConsensusThread {
             handle,
-            _stop: stop,
+            stop: Some(stop),
+            thread: Some(thread),
         })
+    }
+}
+
+impl Drop for ConsensusThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        // The last kernel handle could go on the thread itself; it cannot wait for itself.
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+            && thread.join().is_err()
+        {
+            tracing::error!("the consensus thread panicked");
+        }
     }
 }
 
