@@ -69,6 +69,7 @@ pub mod tls;
 pub mod tls_overhead;
 pub mod transcripts;
 pub mod v2;
+pub mod zk_load;
 pub mod zookeeper;
 
 pub use cluster::{Cluster, MemberState, Placement};

@@ -10,7 +10,10 @@
 //!
 //! Then `sessions` ZooKeeper sessions are opened and `clients` concurrent tasks share
 //! them (client `i` uses session `i % sessions`); each task issues requests back to back,
-//! so requests pipeline on a session. Three phases of `seconds` each follow:
+//! so requests pipeline on a session. The sessions are the lean client of
+//! [`concord_compat_tests::zk_load`] (requests queued together leave in one write; every
+//! reply checked), so that the load generator takes less of the two cores it shares
+//! with the server. Three phases of `seconds` each follow:
 //!
 //! * `create`: each task creates its own persistent znodes `/bench/cNNN-NNNNNNNNN`
 //!   with `value-size`-byte data;
@@ -40,14 +43,12 @@ use anyhow::{Context, Result, bail};
 use concord_compat_tests::bench_flags::{self, count};
 use concord_compat_tests::bench_stats::{Picker, percentile};
 use concord_compat_tests::kv_load::{self, PhaseResult};
+use concord_compat_tests::zk_load::ZkLoadSession;
 use concord_compat_tests::zookeeper::{ZkBackend, ZkServer};
 use tokio::task::JoinSet;
-use zookeeper_client as zk;
 
 /// The parent of every znode the load creates.
 const ROOT: &str = "/bench";
-/// Bounds one session establishment.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bounds one request; past it the request counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The session timeout asked for: generous, so that a slow fsync does not expire it.
@@ -124,19 +125,6 @@ fn node_path(client: usize, index: u64) -> String {
     format!("{ROOT}/c{client:03}-{index:09}")
 }
 
-/// A new ZooKeeper session on `endpoint` (bounded).
-async fn connect(endpoint: &str) -> Result<zk::Client> {
-    tokio::time::timeout(
-        PROBE_TIMEOUT,
-        zk::Client::connector()
-            .with_session_timeout(SESSION_TIMEOUT)
-            .connect(endpoint),
-    )
-    .await
-    .with_context(|| format!("opening a session on {endpoint} timed out"))?
-    .with_context(|| format!("cannot open a session on {endpoint}"))
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let shape = LoadShape::from_args(std::env::args().skip(1))?;
@@ -182,17 +170,10 @@ async fn run_backend(backend: ZkBackend, shape: &LoadShape) -> Result<Vec<PhaseR
         server.log_path().display()
     );
     let sessions = open_sessions(&server.zk_endpoint(), shape.sessions).await?;
-    let root_options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    match tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        sessions[0].create(ROOT, b"", &root_options),
-    )
-    .await
-    .with_context(|| format!("creating {ROOT} timed out"))?
-    {
-        Ok(_) | Err(zk::Error::NodeExists) => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot create {ROOT}")),
-    }
+    tokio::time::timeout(REQUEST_TIMEOUT, sessions[0].create(ROOT, b""))
+        .await
+        .with_context(|| format!("creating {ROOT} timed out"))?
+        .with_context(|| format!("cannot create {ROOT}"))?;
     let mut phases = Vec::new();
     let mut nodes = Arc::new(Vec::new());
     for operation in Operation::ALL {
@@ -213,10 +194,10 @@ async fn run_backend(backend: ZkBackend, shape: &LoadShape) -> Result<Vec<PhaseR
     Ok(phases)
 }
 
-async fn open_sessions(endpoint: &str, count: usize) -> Result<Vec<zk::Client>> {
+async fn open_sessions(endpoint: &str, count: usize) -> Result<Vec<ZkLoadSession>> {
     let mut sessions = Vec::with_capacity(count);
     for _ in 0..count {
-        sessions.push(connect(endpoint).await?);
+        sessions.push(ZkLoadSession::connect(endpoint, SESSION_TIMEOUT).await?);
     }
     Ok(sessions)
 }
@@ -245,7 +226,7 @@ async fn run_phase(
     backend: ZkBackend,
     operation: Operation,
     shape: &LoadShape,
-    sessions: &[zk::Client],
+    sessions: &[ZkLoadSession],
     nodes: &Arc<Vec<String>>,
 ) -> Result<(PhaseResult, Vec<String>)> {
     let duration = Duration::from_secs(shape.seconds);
@@ -261,7 +242,6 @@ async fn run_phase(
         let value = vec![b'x'; value_size];
         let mut picker = Picker(0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1));
         tasks.spawn(async move {
-            let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
             let mut outcome = TaskOutcome::default();
             let mut next_index = 0u64;
             while Instant::now() < deadline {
@@ -270,36 +250,35 @@ async fn run_phase(
                     Operation::Create => {
                         let path = node_path(client, next_index);
                         next_index += 1;
-                        let answer = tokio::time::timeout(
-                            REQUEST_TIMEOUT,
-                            session.create(&path, &value, &options),
-                        )
-                        .await;
-                        if matches!(answer, Ok(Ok(_))) {
-                            outcome.created.push(path);
+                        let answer =
+                            tokio::time::timeout(REQUEST_TIMEOUT, session.create(&path, &value))
+                                .await;
+                        match answer {
+                            Ok(Ok(true)) => {
+                                outcome.created.push(path);
+                                Ok(Ok(()))
+                            }
+                            Ok(Ok(false)) => Ok(Err(anyhow::anyhow!("{path} already exists"))),
+                            Ok(Err(e)) => Ok(Err(e)),
+                            Err(elapsed) => Err(elapsed),
                         }
-                        answer.map(|reply| reply.map(drop))
                     }
                     Operation::SetData => {
                         let path = &nodes[picker.next(nodes.len())];
-                        tokio::time::timeout(REQUEST_TIMEOUT, session.set_data(path, &value, None))
-                            .await
-                            .map(|reply| reply.map(drop))
+                        tokio::time::timeout(REQUEST_TIMEOUT, session.set_data(path, &value)).await
                     }
                     Operation::GetData => {
                         let path = &nodes[picker.next(nodes.len())];
                         tokio::time::timeout(REQUEST_TIMEOUT, session.get_data(path))
                             .await
                             .map(|reply| {
-                                reply.and_then(|(data, _)| {
-                                    if data.len() == value_size {
-                                        Ok(())
-                                    } else {
-                                        Err(zk::Error::UnexpectedError(format!(
-                                            "{path}: {} bytes of data, expected {value_size}",
-                                            data.len()
-                                        )))
-                                    }
+                                reply.and_then(|data| {
+                                    anyhow::ensure!(
+                                        data.len() == value_size,
+                                        "{path}: {} bytes of data, expected {value_size}",
+                                        data.len()
+                                    );
+                                    Ok(())
                                 })
                             })
                     }
