@@ -42,6 +42,7 @@ fn kernel_config(settings: &Settings, peer_tls: Option<PeerTls>) -> KernelConfig
             settings.raft.lease_checkpoint_interval_ms,
         ),
         quota_backend_bytes: settings.limits.quota_backend_bytes,
+        node_cache_bytes: usize::try_from(settings.limits.node_cache_bytes).unwrap_or(usize::MAX),
         initial_members: settings
             .cluster_members()
             .unwrap_or_default()

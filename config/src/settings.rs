@@ -53,6 +53,8 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Storage size that raises the NOSPACE alarm.
     pub quota_backend_bytes: u64,
+    /// Memory for tree nodes cached in front of the state database; 0: no cache.
+    pub node_cache_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +219,7 @@ impl Default for Limits {
             max_txn_ops: 128,
             max_request_bytes: 1536 * 1024,
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,
+            node_cache_bytes: 256 * 1024 * 1024,
         }
     }
 }

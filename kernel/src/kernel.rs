@@ -24,6 +24,7 @@ use crate::error::{KernelError, KernelResult};
 use crate::lease::{Lessor, MAX_LEASE_TTL};
 use crate::log_store::{LogStore, open_log_db, read_local_meta, write_local_meta};
 use crate::mvcc::{self, ReadView};
+use crate::node_cache::NodeCache;
 use crate::read_index::{ReadIndexWaiter, run_read_index};
 use crate::state_machine::{StateMachine, open_state_db};
 use crate::types::{
@@ -69,6 +70,8 @@ pub struct KernelConfig {
     /// Storage size past which the NOSPACE alarm is raised (etcd's
     /// `quota-backend-bytes`).
     pub quota_backend_bytes: u64,
+    /// Memory for the tree nodes cached in front of the state (0: no cache).
+    pub node_cache_bytes: usize,
     /// The members an empty data dir bootstraps with, `(name, peer URL)`; empty or
     /// this member alone: a one-member group.
     pub initial_members: Vec<(String, String)>,
@@ -97,6 +100,7 @@ impl Default for KernelConfig {
             snapshot_every_entries: 10_000,
             lease_checkpoint_interval: Duration::from_secs(5),
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,
+            node_cache_bytes: 256 * 1024 * 1024,
             initial_members: Vec::new(),
             join_existing: false,
             cluster_token: "concord-cluster".into(),
@@ -178,6 +182,8 @@ pub(crate) struct Inner {
     hub: WatchHub,
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
+    /// Tree nodes read or written lately, for [`Kernel::tree_read`] without children.
+    node_cache: Arc<NodeCache>,
     /// The current Raft term, kept by [`follow_term`] (every response header carries
     /// it; reading openraft's metrics for each one costs a lock).
     term: Arc<AtomicU64>,
@@ -469,6 +475,7 @@ impl Kernel {
         hub.set_applied_revision(ReadView::live(&state_db).revision()?);
         let lessor = Arc::new(Lessor::default());
         let alarms = Arc::new(Alarms::default());
+        let node_cache = Arc::new(NodeCache::new(config.node_cache_bytes));
         let identity = Identity::load_or_create(&log_db, &config)?;
         let raft_config = Config {
             cluster_name: "concord".into(),
@@ -518,6 +525,7 @@ impl Kernel {
                 hub.clone(),
                 lessor.clone(),
                 alarms.clone(),
+                node_cache.clone(),
             ),
         );
         let started =
@@ -606,6 +614,7 @@ impl Kernel {
                 hub,
                 lessor,
                 alarms,
+                node_cache,
                 lease_counter: AtomicU64::new(0),
                 term,
                 proposals,
@@ -1104,26 +1113,44 @@ impl Kernel {
     /// Children's names are listed only if `with_children` (the Stat's count needs no
     /// listing).
     pub fn tree_read(&self, path: &str, with_children: bool) -> KernelResult<TreeRead> {
+        let cache = &self.inner.node_cache;
+        let key = path.as_bytes();
+        if !with_children {
+            // Published after the cache forgot what the writes up to it touched, so a
+            // node still cached holds all of them (see `node_cache`).
+            let published = self.inner.hub.applied_revision();
+            if let Some((node, revision)) = cache.get(key) {
+                return Ok(TreeRead {
+                    revision: revision.max(published),
+                    node: Some(node),
+                    children: Vec::new(),
+                });
+            }
+        }
+        let epoch = cache.epoch();
         let db = &self.inner.state_db;
         let view = ReadView::snapshot(db);
         let revision = view.revision()?;
-        Ok(
-            match crate::tree::node(db, &view, path.as_bytes(), with_children)? {
-                Some((node, children)) => TreeRead {
+        Ok(match crate::tree::node(db, &view, key, with_children)? {
+            Some((node, children)) => {
+                if !with_children {
+                    cache.fill(epoch, key, &node, revision);
+                }
+                TreeRead {
                     revision,
                     node: Some(node),
                     children: children
                         .into_iter()
                         .map(|name| String::from_utf8_lossy(&name).into_owned())
                         .collect(),
-                },
-                None => TreeRead {
-                    revision,
-                    node: None,
-                    children: Vec::new(),
-                },
+                }
+            }
+            None => TreeRead {
+                revision,
+                node: None,
+                children: Vec::new(),
             },
-        )
+        })
     }
 
     /// A node as etcd v2 reads it, with its direct children (or, with `recursive`, all
@@ -1151,6 +1178,9 @@ impl Kernel {
     /// anyway, and under the ZooKeeper setData load a second read (of the key, to tell
     /// the two apart) cost an eighth of the server's CPU.
     pub fn tree_acl(&self, path: &str) -> KernelResult<Option<Vec<Acl>>> {
+        if let Some((node, _)) = self.inner.node_cache.get(path.as_bytes()) {
+            return Ok(Some(node.acl).filter(|acl| !acl.is_empty()));
+        }
         let view = ReadView::live(&self.inner.state_db);
         Ok(crate::tree::read_meta(&view, path.as_bytes())?
             .map(|meta| meta.acl)

@@ -12,6 +12,7 @@ mod kernel;
 mod lease;
 mod log_store;
 mod mvcc;
+mod node_cache;
 mod peer;
 mod read_index;
 mod state_machine;

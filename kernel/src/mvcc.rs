@@ -19,7 +19,7 @@ use crate::tree::TreeMeta;
 use crate::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
-    Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    Revision, SortOrder, SortTarget, TreeNode, TxnRequest, TxnResponse,
 };
 
 pub const CF_KV_LATEST: &str = "kv_latest";
@@ -109,6 +109,18 @@ impl Pending {
         for change in changes {
             self.latest.insert(change.key.clone(), change.kv.clone());
         }
+    }
+
+    /// The tree nodes whose record and metadata are both staged, as they stand.
+    pub(crate) fn written_nodes(&self) -> Vec<(Vec<u8>, TreeNode)> {
+        self.latest
+            .iter()
+            .filter_map(|(path, kv)| {
+                let kv = kv.as_ref()?;
+                let meta = self.tree_metas.get(path)?.as_ref()?;
+                Some((path.clone(), crate::tree::node_of(path, kv, meta)?))
+            })
+            .collect()
     }
 
     /// Records tree metadata staged (`Some`) or removed (`None`).

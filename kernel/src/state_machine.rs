@@ -27,9 +27,11 @@ use crate::mvcc::{
     CF_KV_LATEST, CF_LEASE, CF_META, CF_TREE_META, Change, MvccWriter, Pending, ReadView,
     STATE_COLUMN_FAMILIES, cf, is_point_txn,
 };
+use crate::node_cache::NodeCache;
 use crate::tree::{TreeExecutor, TreeMeta};
 use crate::types::{
-    Alarm, DeleteRangeRequest, RequestOp, Revision, TreeError, TreeOp, TreeOpResult, TxnRequest,
+    Alarm, DeleteRangeRequest, RequestOp, Revision, TreeError, TreeNode, TreeOp, TreeOpResult,
+    TxnRequest,
 };
 use crate::watch::WatchHub;
 
@@ -194,6 +196,8 @@ pub struct StateMachine {
     current_snapshot: SharedSnapshot,
     /// The file a snapshot from the leader is being received into.
     receiving: Arc<Mutex<Option<PathBuf>>>,
+    /// Told of every state write before its revision is published.
+    node_cache: Arc<NodeCache>,
 }
 
 impl StateMachine {
@@ -202,6 +206,7 @@ impl StateMachine {
         hub: WatchHub,
         lessor: Arc<Lessor>,
         alarms: Arc<Alarms>,
+        node_cache: Arc<NodeCache>,
     ) -> Self {
         // Snapshot files of an earlier run are not referred to by anything any more.
         let dir = snapshot_dir(&db);
@@ -217,6 +222,7 @@ impl StateMachine {
             alarms,
             current_snapshot: Arc::default(),
             receiving: Arc::default(),
+            node_cache,
         }
     }
 
@@ -530,7 +536,7 @@ impl StateMachine {
         }
         let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
         stage_progress(&mut batch, cf_meta, log_id, index, entry_done)?;
-        self.write(batch)?;
+        self.write_nodes(batch, pending.written_nodes(), pending.revision())?;
         for (revision, changes) in published {
             self.hub.publish(revision, &changes);
         }
@@ -538,9 +544,23 @@ impl StateMachine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.write_nodes(batch, Vec::new(), 0)
+    }
+
+    /// Writes `batch` to the state, then tells the node cache which keys it touched and
+    /// which tree nodes it left as they are in `written` (at `revision`).
+    fn write_nodes(
+        &self,
+        batch: WriteBatch,
+        written: Vec<(Vec<u8>, TreeNode)>,
+        revision: Revision,
+    ) -> Result<(), StorageError> {
+        let touched = self.node_cache.keys_of(&batch);
         self.db
             .write_opt(batch, &apply_write_options())
-            .map_err(sm_err)
+            .map_err(sm_err)?;
+        self.node_cache.after_write(&touched, written, revision);
+        Ok(())
     }
 
     /// Restarts the lease clocks from storage (at start-up and after a snapshot install).
@@ -808,6 +828,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(sm_err)?
             .map_err(sm_err)?;
+        self.node_cache.clear();
         self.hub
             .set_applied_revision(ReadView::live(&self.db).revision().map_err(sm_err)?);
         Self::restore_lease_clocks(&self.db, &self.lessor, std::time::Duration::ZERO)
@@ -980,6 +1001,7 @@ mod tests {
             WatchHub::new(),
             Default::default(),
             Default::default(),
+            Arc::new(NodeCache::new(1 << 20)),
         );
         (db, sm)
     }

@@ -32,6 +32,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
                 WatchHub::new(),
                 Default::default(),
                 Default::default(),
+                std::sync::Arc::new(crate::node_cache::NodeCache::new(1 << 20)),
             ),
         ))
     }

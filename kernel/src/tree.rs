@@ -254,14 +254,25 @@ pub(crate) fn node(
     } else {
         known_children(db, view, path, &mut meta)?
     };
-    let node = TreeNode {
-        stat: stat_of(&kv, &meta, count),
+    Ok(Some((assemble(kv, meta, count), names)))
+}
+
+fn assemble(kv: StoredKv, meta: TreeMeta, num_children: usize) -> TreeNode {
+    TreeNode {
+        stat: stat_of(&kv, &meta, num_children),
         null_data: meta.null_data && kv.value.is_empty(),
         acl: meta.acl,
         kind: meta.kind,
         data: kv.value,
-    };
-    Ok(Some((node, names)))
+    }
+}
+
+/// The node at `path` as its record and metadata make it, when they tell all of it:
+/// not the root (whose record is implied) nor a node whose metadata predates the child
+/// counter.
+pub(crate) fn node_of(path: &[u8], kv: &StoredKv, meta: &TreeMeta) -> Option<TreeNode> {
+    let count = usize::try_from(meta.num_children).ok()?;
+    (path != b"/").then(|| assemble(kv.clone(), meta.clone(), count))
 }
 
 /// Executes a list of tree operations against the live state plus their own earlier

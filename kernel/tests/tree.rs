@@ -528,3 +528,161 @@ async fn child_counts_follow_every_dialect_without_a_scan() {
     assert_eq!((listed.0.len(), listed.1.num_children), (3, 3));
     kernel.shutdown().await;
 }
+
+/// The node as a read without children gives it (served by the node cache when the
+/// node is there) and as a snapshot read with children gives it (never cached).
+fn cached_and_stored(kernel: &Kernel, path: &str) -> (Option<TreeNode>, Option<TreeNode>) {
+    let cached = kernel.tree_read(path, false).unwrap().node;
+    let stored = kernel.tree_read(path, true).unwrap().node;
+    (cached, stored)
+}
+
+#[tokio::test]
+async fn cached_nodes_follow_every_kind_of_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    let paths = ["/", "/c", "/c/d", "/c/e", "/c/d/f"];
+    let check = |step: &str| {
+        for path in paths {
+            // Twice: the first read may fill the cache, the second is then served by it.
+            for _ in 0..2 {
+                let (cached, stored) = cached_and_stored(&kernel, path);
+                assert_eq!(cached, stored, "{path} after {step}");
+            }
+        }
+    };
+    check("nothing");
+    one(&kernel, create("/c", "1")).await.unwrap();
+    check("create");
+    kernel
+        .tree_txn(vec![create("/c/d", "x"), create("/c/e", "y")])
+        .await
+        .unwrap();
+    check("a multi of creates");
+    one(
+        &kernel,
+        TreeOp::SetData {
+            path: "/c".into(),
+            data: Some("2".into()),
+            version: 0,
+        },
+    )
+    .await
+    .unwrap();
+    check("setData");
+    kernel
+        .put(PutRequest {
+            key: "/c/d".into(),
+            value: "from etcd".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    check("an etcd put over a node");
+    kernel
+        .put(PutRequest {
+            key: "/c/d/f".into(),
+            value: "etcd child".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    check("an etcd put under a node");
+    one(
+        &kernel,
+        TreeOp::SetAcl {
+            path: "/c/e".into(),
+            acl: vec![Acl {
+                perms: 1,
+                scheme: "world".into(),
+                id: "anyone".into(),
+            }],
+            version: -1,
+        },
+    )
+    .await
+    .unwrap();
+    check("setACL");
+    kernel
+        .delete_range(DeleteRangeRequest {
+            key: "/c/d/f".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    check("an etcd delete");
+    let lease = kernel.lease_grant(0, 60).await.unwrap().id;
+    one(&kernel, ephemeral("/c/d/f", lease)).await.unwrap();
+    check("an ephemeral create");
+    kernel.lease_revoke(lease).await.unwrap();
+    check("the session's end");
+    one(
+        &kernel,
+        TreeOp::Delete {
+            path: "/c/e".into(),
+            version: -1,
+        },
+    )
+    .await
+    .unwrap();
+    check("delete");
+    assert!(kernel.tree_node("/c/e").unwrap().is_none());
+    assert_eq!(stat(&kernel, "/c").num_children, 1);
+    kernel.shutdown().await;
+}
+
+/// Reads racing with writes to the same node never see a node older than a write
+/// already acknowledged, and a write acknowledged is seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_racing_writes_see_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = open(dir.path()).await;
+    one(&kernel, create("/race", "0")).await.unwrap();
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let kernel = kernel.clone();
+        let acknowledged = acknowledged.clone();
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let floor = acknowledged.load(std::sync::atomic::Ordering::Acquire);
+                let node = kernel.tree_node("/race").unwrap().unwrap();
+                assert!(
+                    node.stat.version >= floor,
+                    "read version {} after version {floor} was acknowledged",
+                    node.stat.version
+                );
+                assert_eq!(node.data, node.stat.version.to_string().into_bytes());
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+            reads
+        }));
+    }
+    for version in 1..=200 {
+        let Ok(TreeOpResult::DataSet { stat }) = one(
+            &kernel,
+            TreeOp::SetData {
+                path: "/race".into(),
+                data: Some(version.to_string().into()),
+                version: version - 1,
+            },
+        )
+        .await
+        else {
+            panic!("setData {version}");
+        };
+        acknowledged.store(stat.version, std::sync::atomic::Ordering::Release);
+        assert_eq!(stat.version, version);
+        let node = kernel.tree_node("/race").unwrap().unwrap();
+        assert_eq!(node.stat, stat, "the write's own Stat, read back at once");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0, "each reader read");
+    }
+    kernel.shutdown().await;
+}
