@@ -1178,8 +1178,8 @@ impl Kernel {
     /// anyway, and under the ZooKeeper setData load a second read (of the key, to tell
     /// the two apart) cost an eighth of the server's CPU.
     pub fn tree_acl(&self, path: &str) -> KernelResult<Option<Vec<Acl>>> {
-        if let Some((node, _)) = self.inner.node_cache.get(path.as_bytes()) {
-            return Ok(Some(node.acl).filter(|acl| !acl.is_empty()));
+        if let Some(acl) = self.inner.node_cache.acl(path.as_bytes()) {
+            return Ok(Some(acl).filter(|acl| !acl.is_empty()));
         }
         let view = ReadView::live(&self.inner.state_db);
         Ok(crate::tree::read_meta(&view, path.as_bytes())?

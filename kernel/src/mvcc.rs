@@ -112,13 +112,13 @@ impl Pending {
     }
 
     /// The tree nodes whose record and metadata are both staged, as they stand.
-    pub(crate) fn written_nodes(&self) -> Vec<(Vec<u8>, TreeNode)> {
+    pub(crate) fn into_written_nodes(mut self) -> Vec<(Vec<u8>, TreeNode)> {
         self.latest
-            .iter()
+            .into_iter()
             .filter_map(|(path, kv)| {
-                let kv = kv.as_ref()?;
-                let meta = self.tree_metas.get(path)?.as_ref()?;
-                Some((path.clone(), crate::tree::node_of(path, kv, meta)?))
+                let meta = self.tree_metas.remove(&path)??;
+                let node = crate::tree::node_of(&path, kv?, meta)?;
+                Some((path, node))
             })
             .collect()
     }

@@ -15,6 +15,10 @@
 //!   reports the later of that and the published revision, so a watch set by that read
 //!   starts after every change its data shows.
 //!
+//! Only tree paths (keys that start with `/`) are cached, so only such keys of a batch
+//! need forgetting; the few other keys of that shape it also forgets (history records
+//! of path keys) cost nothing but the lookup.
+//!
 //! Two generations bound the memory: entries go into the young one; when it holds half
 //! the budget it becomes the old one (the previous old one is dropped), and an old entry
 //! that is read moves back to the young one. Roughly the least recently used half goes.
@@ -22,9 +26,11 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use foldhash::fast::RandomState;
+
 use rocksdb::{WriteBatch, WriteBatchIteratorCf};
 
-use crate::types::{Revision, TreeNode};
+use crate::types::{Acl, Revision, TreeNode};
 
 /// Bytes an entry costs beyond its path, data and ACL text (the map slot, the Stat, the
 /// vectors' headers), roughly.
@@ -46,7 +52,7 @@ fn entry_bytes(path: &[u8], node: &TreeNode) -> usize {
 
 #[derive(Default)]
 struct Generation {
-    entries: HashMap<Vec<u8>, Entry>,
+    entries: HashMap<Vec<u8>, Entry, RandomState>,
     bytes: usize,
 }
 
@@ -99,20 +105,45 @@ pub(crate) struct NodeCache {
     generations: Mutex<Generations>,
 }
 
-/// Collects the keys a write batch touches, whatever their column family: forgetting a
-/// path that only looked like one of them costs a later miss, nothing more.
-#[derive(Default)]
-struct TouchedKeys(Vec<Vec<u8>>);
+/// Whether `key` can name a cached node.
+fn is_path(key: &[u8]) -> bool {
+    key.first() == Some(&b'/')
+}
+
+/// The path-shaped keys a write batch touches, whatever their column family, end to end
+/// in one buffer: forgetting a node that only looked like one of them costs a later
+/// miss, nothing more.
+#[derive(Debug, Default)]
+pub(crate) struct TouchedKeys {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl TouchedKeys {
+    fn add(&mut self, key: &[u8]) {
+        if is_path(key) {
+            self.bytes.extend_from_slice(key);
+            self.ends.push(self.bytes.len());
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.bytes[start..end])
+    }
+}
 
 impl WriteBatchIteratorCf for TouchedKeys {
     fn put_cf(&mut self, _cf_id: u32, key: &[u8], _value: &[u8]) {
-        self.0.push(key.to_vec());
+        self.add(key);
     }
     fn delete_cf(&mut self, _cf_id: u32, key: &[u8]) {
-        self.0.push(key.to_vec());
+        self.add(key);
     }
     fn merge_cf(&mut self, _cf_id: u32, key: &[u8], _value: &[u8]) {
-        self.0.push(key.to_vec());
+        self.add(key);
     }
 }
 
@@ -167,9 +198,26 @@ impl NodeCache {
         Some(found)
     }
 
+    /// The ACL of the cached node at `path`.
+    pub(crate) fn acl(&self, path: &[u8]) -> Option<Vec<Acl>> {
+        if !self.enabled() {
+            return None;
+        }
+        let generations = self.lock();
+        let entry = generations
+            .young
+            .entries
+            .get(path)
+            .or_else(|| generations.old.entries.get(path))?;
+        Some(entry.node.acl.clone())
+    }
+
     /// Keeps `node` as read at `revision`, unless a state write ended after `epoch`.
     pub(crate) fn fill(&self, epoch: u64, path: &[u8], node: &TreeNode, revision: Revision) {
         if !self.enabled() {
+            return;
+        }
+        if !is_path(path) {
             return;
         }
         let mut generations = self.lock();
@@ -183,13 +231,12 @@ impl NodeCache {
     }
 
     /// The keys `batch` touches, taken before it is written (writing consumes it).
-    pub(crate) fn keys_of(&self, batch: &WriteBatch) -> Vec<Vec<u8>> {
-        if !self.enabled() {
-            return Vec::new();
-        }
+    pub(crate) fn keys_of(&self, batch: &WriteBatch) -> TouchedKeys {
         let mut touched = TouchedKeys::default();
-        batch.iterate_cf(&mut touched);
-        touched.0
+        if self.enabled() {
+            batch.iterate_cf(&mut touched);
+        }
+        touched
     }
 
     /// Called after a batch was written to the state: forgets every key it touched
@@ -197,7 +244,7 @@ impl NodeCache {
     /// at `revision`.
     pub(crate) fn after_write(
         &self,
-        touched: &[Vec<u8>],
+        touched: &TouchedKeys,
         written: Vec<(Vec<u8>, TreeNode)>,
         revision: Revision,
     ) {
@@ -206,10 +253,10 @@ impl NodeCache {
         }
         let mut generations = self.lock();
         generations.epoch += 1;
-        for key in touched {
+        for key in touched.iter() {
             generations.forget(key);
         }
-        for (path, node) in written {
+        for (path, node) in written.into_iter().filter(|(path, _)| is_path(path)) {
             generations.insert(self.budget, path, Entry { node, revision });
         }
     }
@@ -226,7 +273,7 @@ impl NodeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Acl, ZnodeKind, ZnodeStat};
+    use crate::types::{ZnodeKind, ZnodeStat};
 
     fn node(data: &[u8], version: i32) -> TreeNode {
         TreeNode {
@@ -246,7 +293,7 @@ mod tests {
     }
 
     /// What `after_write` is given for a batch that put `keys`.
-    fn written_keys(cache: &NodeCache, keys: &[&[u8]]) -> Vec<Vec<u8>> {
+    fn written_keys(cache: &NodeCache, keys: &[&[u8]]) -> TouchedKeys {
         let mut batch = WriteBatch::default();
         for (i, key) in keys.iter().enumerate() {
             if i % 2 == 0 {
@@ -265,6 +312,7 @@ mod tests {
         cache.fill(epoch, b"/a", &node(b"one", 0), 5);
         cache.fill(epoch, b"/b", &node(b"two", 0), 5);
         assert_eq!(cache.get(b"/a"), Some((node(b"one", 0), 5)));
+        assert_eq!(cache.acl(b"/a"), Some(node(b"", 0).acl));
         cache.after_write(&written_keys(&cache, &[b"/a"]), Vec::new(), 6);
         assert_eq!(cache.get(b"/a"), None);
         assert_eq!(cache.get(b"/b"), Some((node(b"two", 0), 5)));
@@ -308,6 +356,15 @@ mod tests {
         }
         assert!(cache.get(&keys[1]).is_none(), "an unread early key went");
         assert!(cache.get(&keys[99]).is_some());
+    }
+
+    #[test]
+    fn only_path_keys_are_kept_and_forgotten() {
+        let cache = NodeCache::new(1 << 20);
+        let touched = written_keys(&cache, &[b"/a", b"revision", b"/b/c", b"\0\0\x01"]);
+        assert_eq!(touched.iter().collect::<Vec<_>>(), [&b"/a"[..], b"/b/c"]);
+        cache.fill(cache.epoch(), b"relative", &node(b"x", 0), 1);
+        assert_eq!(cache.get(b"relative"), None);
     }
 
     #[test]

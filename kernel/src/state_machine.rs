@@ -536,7 +536,8 @@ impl StateMachine {
         }
         let cf_meta = cf(&self.db, CF_META).map_err(sm_err)?;
         stage_progress(&mut batch, cf_meta, log_id, index, entry_done)?;
-        self.write_nodes(batch, pending.written_nodes(), pending.revision())?;
+        let revision = pending.revision();
+        self.write_nodes(batch, pending.into_written_nodes(), revision)?;
         for (revision, changes) in published {
             self.hub.publish(revision, &changes);
         }

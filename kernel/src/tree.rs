@@ -270,9 +270,9 @@ fn assemble(kv: StoredKv, meta: TreeMeta, num_children: usize) -> TreeNode {
 /// The node at `path` as its record and metadata make it, when they tell all of it:
 /// not the root (whose record is implied) nor a node whose metadata predates the child
 /// counter.
-pub(crate) fn node_of(path: &[u8], kv: &StoredKv, meta: &TreeMeta) -> Option<TreeNode> {
+pub(crate) fn node_of(path: &[u8], kv: StoredKv, meta: TreeMeta) -> Option<TreeNode> {
     let count = usize::try_from(meta.num_children).ok()?;
-    (path != b"/").then(|| assemble(kv.clone(), meta.clone(), count))
+    (path != b"/").then(|| assemble(kv, meta, count))
 }
 
 /// Executes a list of tree operations against the live state plus their own earlier
