@@ -570,23 +570,14 @@ async fn cached_nodes_follow_every_kind_of_write() {
     .await
     .unwrap();
     check("setData");
-    kernel
-        .put(PutRequest {
-            key: "/c/d".into(),
-            value: "from etcd".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let put = |key: &str, value: &str| PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    };
+    kernel.put(put("/c/d", "from etcd")).await.unwrap();
     check("an etcd put over a node");
-    kernel
-        .put(PutRequest {
-            key: "/c/d/f".into(),
-            value: "etcd child".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    kernel.put(put("/c/d/f", "etcd child")).await.unwrap();
     check("an etcd put under a node");
     one(
         &kernel,
