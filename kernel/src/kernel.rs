@@ -1111,7 +1111,8 @@ impl Kernel {
     /// A tree node (`/` always exists) and its children's names, as this member has
     /// them, with the revision of the state read (all from one snapshot).
     /// Children's names are listed only if `with_children` (the Stat's count needs no
-    /// listing).
+    /// listing); without them the node may come from the node cache, and the revision
+    /// is then the later of the one it was cached at and the latest applied.
     pub fn tree_read(&self, path: &str, with_children: bool) -> KernelResult<TreeRead> {
         let cache = &self.inner.node_cache;
         let key = path.as_bytes();
