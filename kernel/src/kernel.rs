@@ -1128,13 +1128,14 @@ impl Kernel {
                 });
             }
         }
-        let epoch = cache.epoch();
+        // Taken before the snapshot, for the fill below (see `NodeCache::fill`).
+        let epoch = (!with_children).then(|| cache.epoch());
         let db = &self.inner.state_db;
         let view = ReadView::snapshot(db);
         let revision = view.revision()?;
         Ok(match crate::tree::node(db, &view, key, with_children)? {
             Some((node, children)) => {
-                if !with_children {
+                if let Some(epoch) = epoch {
                     cache.fill(epoch, key, &node, revision);
                 }
                 TreeRead {

@@ -79,13 +79,8 @@ impl Generations {
         if bytes > budget / 2 {
             return;
         }
-        self.old.remove(&path);
-        if let Some(previous) = self.young.entries.insert(path.clone(), entry) {
-            self.young.bytes = self
-                .young
-                .bytes
-                .saturating_sub(entry_bytes(&path, &previous.node));
-        }
+        self.forget(&path);
+        self.young.entries.insert(path, entry);
         self.young.bytes += bytes;
         if self.young.bytes > budget / 2 {
             self.old = std::mem::take(&mut self.young);
