@@ -175,7 +175,7 @@ impl ZkLoadSession {
         tcp.set_nodelay(true).context("TCP_NODELAY")?;
         let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         let mut buffer = BytesMut::with_capacity(64 * 1024);
-        let response = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let mut response = tokio::time::timeout(CONNECT_TIMEOUT, async {
             tcp.write_all(&connect_request(timeout_ms)).await?;
             loop {
                 if let Some(frame) = next_frame(&mut buffer)? {
@@ -188,7 +188,6 @@ impl ZkLoadSession {
         })
         .await
         .with_context(|| format!("no session from {endpoint} in time"))??;
-        let mut response = response;
         ensure!(response.len() >= 16, "short ConnectResponse");
         let _protocol = response.get_i32();
         let negotiated = response.get_i32();

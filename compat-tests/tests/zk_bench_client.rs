@@ -67,11 +67,16 @@ async fn agrees_with_the_crate(server: &ZkServer) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn lean_requests_agree_with_the_zookeeper_client_crate() -> Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, on_each_zk_backend(agrees_with_the_crate))
+/// Runs `scenario` on each backend within [`TEST_TIMEOUT`].
+async fn on_each_backend_in_time(scenario: impl AsyncFn(&ZkServer) -> Result<()>) -> Result<()> {
+    tokio::time::timeout(TEST_TIMEOUT, on_each_zk_backend(scenario))
         .await
         .context("timed out")?
+}
+
+#[tokio::test]
+async fn lean_requests_agree_with_the_zookeeper_client_crate() -> Result<()> {
+    on_each_backend_in_time(agrees_with_the_crate).await
 }
 
 async fn refusals_are_errors(server: &ZkServer) -> Result<()> {
@@ -98,7 +103,5 @@ async fn refusals_are_errors(server: &ZkServer) -> Result<()> {
 
 #[tokio::test]
 async fn lean_refusals_are_errors_and_the_session_goes_on() -> Result<()> {
-    tokio::time::timeout(TEST_TIMEOUT, on_each_zk_backend(refusals_are_errors))
-        .await
-        .context("timed out")?
+    on_each_backend_in_time(refusals_are_errors).await
 }

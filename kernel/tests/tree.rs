@@ -38,6 +38,15 @@ fn create(path: &str, data: &str) -> TreeOp {
     create_with(path, Some(data), 0, false, ZnodeKind::Persistent)
 }
 
+/// setData of `path` expecting `version` (-1: any).
+fn set_data(path: &str, data: &str, version: i32) -> TreeOp {
+    TreeOp::SetData {
+        path: path.into(),
+        data: Some(data.into()),
+        version,
+    }
+}
+
 fn sequential(path: &str) -> TreeOp {
     create_with(path, Some(""), 0, true, ZnodeKind::Persistent)
 }
@@ -98,26 +107,10 @@ async fn create_read_update_delete_with_zookeeper_rules() {
     assert_eq!(root.1.cversion, 1);
 
     assert_eq!(
-        one(
-            &kernel,
-            TreeOp::SetData {
-                path: "/a".into(),
-                data: Some("v".into()),
-                version: 5
-            }
-        )
-        .await,
+        one(&kernel, set_data("/a", "v", 5)).await,
         Err(TreeError::BadVersion)
     );
-    let Ok(TreeOpResult::DataSet { stat: updated }) = one(
-        &kernel,
-        TreeOp::SetData {
-            path: "/a".into(),
-            data: Some("new".into()),
-            version: 0,
-        },
-    )
-    .await
+    let Ok(TreeOpResult::DataSet { stat: updated }) = one(&kernel, set_data("/a", "new", 0)).await
     else {
         panic!("setData failed");
     };
@@ -511,15 +504,7 @@ async fn child_counts_follow_every_dialect_without_a_scan() {
         })
         .await
         .unwrap();
-    let Ok(TreeOpResult::DataSet { stat: set }) = one(
-        &kernel,
-        TreeOp::SetData {
-            path: "/p".into(),
-            data: Some("x".into()),
-            version: -1,
-        },
-    )
-    .await
+    let Ok(TreeOpResult::DataSet { stat: set }) = one(&kernel, set_data("/p", "x", -1)).await
     else {
         panic!("setData");
     };
@@ -559,16 +544,7 @@ async fn cached_nodes_follow_every_kind_of_write() {
         .await
         .unwrap();
     check("a multi of creates");
-    one(
-        &kernel,
-        TreeOp::SetData {
-            path: "/c".into(),
-            data: Some("2".into()),
-            version: 0,
-        },
-    )
-    .await
-    .unwrap();
+    one(&kernel, set_data("/c", "2", 0)).await.unwrap();
     check("setData");
     let put = |key: &str, value: &str| PutRequest {
         key: key.into(),
@@ -656,11 +632,7 @@ async fn cached_reads_racing_writes_see_every_acknowledged_write() {
     for version in 1..=200 {
         let Ok(TreeOpResult::DataSet { stat }) = one(
             &kernel,
-            TreeOp::SetData {
-                path: "/race".into(),
-                data: Some(version.to_string().into()),
-                version: version - 1,
-            },
+            set_data("/race", &version.to_string(), version - 1),
         )
         .await
         else {
